@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (Python 3.11+, pip, Java 17+):
+#   make run    the main job on the embedded default (local Spark + local MLflow)
+#   make test   the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test bench install java clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "manymodels needs Python 3.10+, found " + sys.version' 
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+java:
+	@java -version >/dev/null 2>&1 || { echo "Java 17+ is required by Spark: install a JDK 17 (e.g. apt-get install openjdk-17-jre-headless) and put java on PATH." >&2; exit 1; }
+
+run: install java
+	$(BIN)/manymodels main
+
+test: install java
+	$(BIN)/python -m pytest -q -ra
+
+bench: install java
+	$(BIN)/python bench/bench_many_models.py
+
+clean:
+	rm -rf $(VENV) .manymodels spark-warehouse

@@ -1,0 +1,70 @@
+"""Frozen configuration objects: declared once, passed to both sides of the pandas UDF."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+FailurePolicy = Literal["raise", "record"]
+Task = Literal["regression", "classification"]
+
+FAILURE_POLICIES = ("raise", "record")
+TASKS = ("regression", "classification")
+
+# Spark settings used by the embedded default; named so tests and docs can refer to them.
+ARROW_ENABLED = "spark.sql.execution.arrow.pyspark.enabled"
+ARROW_MAX_RECORDS = "spark.sql.execution.arrow.maxRecordsPerBatch"
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What to train for every group.
+
+    ``estimator`` is any unfitted scikit-learn estimator or Pipeline; it is cloned per group.
+    ``task`` is inferred from the estimator (``is_classifier``) when left as ``None``.
+    """
+
+    group_cols: tuple[str, ...]
+    feature_cols: tuple[str, ...]
+    label_col: str
+    estimator: object
+    task: Task | None = None
+    seed: int = 42
+    min_rows: int = 10
+    holdout_fraction: float = 0.2
+    failure_policy: FailurePolicy = "record"
+    training_run_id: str = ""
+
+    def __post_init__(self) -> None:
+        # Accept lists from callers; store tuples so the spec is hashable and immutable.
+        object.__setattr__(self, "group_cols", tuple(self.group_cols))
+        object.__setattr__(self, "feature_cols", tuple(self.feature_cols))
+
+
+def project_home() -> Path:
+    """Folder of the embedded default's local state (MLflow store, model tables, data).
+
+    ``MANYMODELS_HOME`` overrides it; the default is ``.manymodels`` in the working directory.
+    """
+    return Path(os.environ.get("MANYMODELS_HOME", ".manymodels")).resolve()
+
+
+def on_databricks() -> bool:
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    """A synthetic panel: per-group linear truth ``y = X @ beta_g + intercept_g + noise``."""
+
+    n_groups: int = 1000
+    mean_rows: int = 200
+    n_features: int = 5
+    size_distribution: Literal["uniform", "poisson", "zipf"] = "poisson"
+    zipf_exponent: float = 1.2
+    min_rows: int = 20
+    noise: float = 0.5
+    seed: int = 7
+    key_cols: tuple[str, ...] = field(default=("store", "item"))

@@ -1,0 +1,190 @@
+"""The pure pandas core of per-group training: no Spark, no MLflow, no files, no network.
+
+``fit_group(key, pdf, spec=...)`` fits one group and returns one model-table row.
+``fit_packed(pdf, spec=...)`` fits every group of a frame whose groups are contiguous, slicing
+by key instead of building a DataFrame per group. ``fit_stream(batches, spec=...)`` does the
+same over an iterator of Arrow batches (the ``mapInPandas`` contract), carrying a group that
+spans two batches over to the next one.
+
+Failing groups: with ``failure_policy="record"`` the row has ``status="failed"`` and the error
+with a traceback tail; with ``"raise"`` a ``GroupFitError`` naming the group is raised. Groups
+with fewer usable rows than ``min_rows`` (or only null labels) are ``skipped`` with the reason.
+"""
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone, is_classifier
+
+from manymodels import serialization
+from manymodels.config import TrainSpec
+from manymodels.keys import group_seed, key_text
+from manymodels.metrics import classification_metrics, metric_row, regression_metrics
+from manymodels.schemas import (
+    FIXED_NAMES,
+    METRIC_COLUMNS,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    empty_model_table,
+)
+
+TRACEBACK_LINES = 12
+
+
+class GroupFitError(RuntimeError):
+    """Raised under ``failure_policy="raise"``; the message names the group."""
+
+
+def task_of(spec: TrainSpec) -> str:
+    if spec.task:
+        return spec.task
+    return "classification" if is_classifier(spec.estimator) else "regression"
+
+
+def _seeded_clone(estimator: object, seed: int) -> object:
+    """Clone and set every ``random_state`` parameter (also nested in pipelines) to ``seed``."""
+    model = clone(estimator)
+    names = [n for n in model.get_params(deep=True) if n == "random_state" or n.endswith("__random_state")]
+    if names:
+        model.set_params(**{n: seed for n in names})
+    return model
+
+
+def _params_json(model: object) -> str:
+    params = model.get_params(deep=False)
+    return json.dumps({k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                       for k, v in params.items()}, sort_keys=True)
+
+
+def _task_attempt() -> str:
+    try:
+        from pyspark import TaskContext
+    except ImportError:  # the pure core also runs without pyspark
+        return ""
+    ctx = TaskContext.get()
+    if ctx is None:
+        return "driver"
+    return f"stage={ctx.stageId()} partition={ctx.partitionId()} attempt={ctx.attemptNumber()} tid={ctx.taskAttemptId()}"
+
+
+def _base_row(spec: TrainSpec, key: tuple, n_rows: int, seed: int) -> dict:
+    row = dict(zip(spec.group_cols, key))
+    row.update({name: None for name in FIXED_NAMES})
+    row.update({name: float("nan") for name in METRIC_COLUMNS})
+    row.update(n_rows=n_rows, n_train=0, n_holdout=0, fit_seconds=0.0, seed=seed,
+               training_run_id=spec.training_run_id, model_format=serialization.MODEL_FORMAT,
+               library_versions=serialization.library_versions(), task_attempt=_task_attempt())
+    return row
+
+
+def _split(n: int, fraction: float, min_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n_holdout = int(n * fraction)
+    if n_holdout < 1 or n - n_holdout < min_rows:
+        return np.arange(n), np.arange(0)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_holdout:]), np.sort(perm[:n_holdout])
+
+
+def _metrics(task: str, model: object, X: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
+    if task == "classification":
+        return classification_metrics(model, X, y)
+    return regression_metrics(y, model.predict(X))
+
+
+def fit_group(key: object, pdf: pd.DataFrame, *, spec: TrainSpec) -> dict:
+    """Fit one group and return its model-table row (a dict keyed by column name)."""
+    key = key if isinstance(key, tuple) else (key,)
+    seed = group_seed(spec.seed, key)
+    row = _base_row(spec, key, len(pdf), seed)
+    labels = pdf[spec.label_col]
+    usable = labels.notna().to_numpy()
+    n_usable = int(usable.sum())
+    if n_usable == 0:
+        row.update(status=STATUS_SKIPPED, error=f"all {len(pdf)} labels in column '{spec.label_col}' are null")
+        return row
+    if n_usable < spec.min_rows:
+        row.update(status=STATUS_SKIPPED,
+                   error=f"{n_usable} rows with a label, fewer than min_rows={spec.min_rows}")
+        return row
+    if n_usable < len(pdf):
+        pdf = pdf.loc[usable]
+    X = pdf.loc[:, list(spec.feature_cols)]
+    y = pdf[spec.label_col].to_numpy()
+    train, holdout = _split(len(pdf), spec.holdout_fraction, spec.min_rows, seed)
+    task = task_of(spec)
+    try:
+        start = time.perf_counter()
+        model = _seeded_clone(spec.estimator, seed)
+        X_train = X.iloc[train] if len(holdout) else X
+        y_train = y[train] if len(holdout) else y
+        model.fit(X_train, y_train)
+        row["fit_seconds"] = time.perf_counter() - start
+        row.update(metric_row("train", _metrics(task, model, X_train, y_train)))
+        if len(holdout):
+            row.update(metric_row("holdout", _metrics(task, model, X.iloc[holdout], y[holdout])))
+        blob = serialization.dumps(model)
+    except Exception as exc:  # noqa: BLE001 - the policy decides what a failure does
+        where = key_text(spec.group_cols, key)
+        if spec.failure_policy == "raise":
+            raise GroupFitError(f"Training failed for group {where}: {type(exc).__name__}: {exc}. "
+                                "Use failure_policy='record' to record failures and train the other groups.") from exc
+        tail = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
+        row.update(status=STATUS_FAILED, error=f"{type(exc).__name__}: {exc}\n{tail}")
+        return row
+    row.update(status=STATUS_OK, n_train=len(train), n_holdout=len(holdout), params=_params_json(model),
+               model=blob, model_sha256=serialization.sha256(blob))
+    return row
+
+
+def group_bounds(pdf: pd.DataFrame, key_cols: tuple[str, ...]) -> list[tuple[tuple, int, int]]:
+    """``(key, start, stop)`` of each run of equal keys in ``pdf`` (groups must be contiguous)."""
+    n = len(pdf)
+    if n == 0:
+        return []
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for col in key_cols:
+        values = pdf[col].to_numpy()
+        change[1:] |= values[1:] != values[:-1]
+    starts = np.flatnonzero(change)
+    stops = np.append(starts[1:], n)
+    cols = [pdf[c].to_numpy() for c in key_cols]
+    return [(tuple(c[s].item() if hasattr(c[s], "item") else c[s] for c in cols), int(s), int(e))
+            for s, e in zip(starts, stops)]
+
+
+def rows_to_frame(rows: list[dict], key_cols: tuple[str, ...]) -> pd.DataFrame:
+    if not rows:
+        return empty_model_table(key_cols)
+    return pd.DataFrame.from_records(rows, columns=list(key_cols) + list(FIXED_NAMES))
+
+
+def fit_packed(pdf: pd.DataFrame, *, spec: TrainSpec) -> pd.DataFrame:
+    """Fit every group of ``pdf`` (groups contiguous, e.g. sorted by key) and return their rows."""
+    pdf = pdf.reset_index(drop=True)
+    rows = [fit_group(key, pdf.iloc[s:e], spec=spec) for key, s, e in group_bounds(pdf, spec.group_cols)]
+    return rows_to_frame(rows, spec.group_cols)
+
+
+def fit_stream(batches: Iterator[pd.DataFrame], *, spec: TrainSpec) -> Iterator[pd.DataFrame]:
+    """``mapInPandas`` body: fit groups from sorted batches; a group may span several batches."""
+    carry: pd.DataFrame | None = None
+    for batch in batches:
+        if carry is not None and len(carry):
+            batch = pd.concat([carry, batch], ignore_index=True)
+        bounds = group_bounds(batch, spec.group_cols)
+        if not bounds:
+            continue
+        _, last_start, _ = bounds[-1]
+        carry = batch.iloc[last_start:]
+        complete = batch.iloc[:last_start]
+        if len(complete):
+            yield fit_packed(complete, spec=spec)
+    if carry is not None and len(carry):
+        yield fit_packed(carry, spec=spec)

@@ -1,0 +1,166 @@
+"""Job steps shared by the CLI, the notebooks and the bundle's tasks: prepare, train + register, score.
+
+Each step takes plain arguments and returns a small result object, so notebooks stay thin and
+everything they do is reachable from tests.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manymodels import data
+from manymodels.config import PanelSpec, project_home
+from manymodels.validation import InputError
+
+
+def load_estimator(path: str, params: str | dict | None = None):
+    """``'sklearn.linear_model.Ridge'`` plus a JSON object of parameters -> an unfitted estimator."""
+    module_name, _, cls_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InputError(f"estimator {path!r} cannot be imported ({exc}): expected a dotted path such as "
+                         "'sklearn.linear_model.Ridge'.") from exc
+    if isinstance(params, str):
+        try:
+            params = json.loads(params) if params.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise InputError(f"estimator params {params!r} are not a JSON object ({exc}): expected e.g. "
+                             '\'{"alpha": 0.5}\'.') from exc
+    return cls(), (params or {})
+
+
+@dataclass
+class Prepared:
+    parquet_dir: Path
+    gzip_dir: Path | None
+    holdout: pd.DataFrame
+    truth: pd.DataFrame
+    n_rows: int
+    n_groups: int
+
+
+def prepare_data(panel: PanelSpec, out_dir: str | Path | None = None, *, layout: str = "parquet",
+                 holdout_fraction: float = 0.05) -> Prepared:
+    """Generate a panel, keep a random held-out batch aside, and write the training rows in the chosen layout(s)."""
+    out = Path(out_dir) if out_dir else project_home() / "data" / "panel"
+    rows, truth = data.make_panel(panel)
+    rng = np.random.default_rng(panel.seed + 1)
+    mask = rng.random(len(rows)) < holdout_fraction
+    holdout, train = rows[mask].reset_index(drop=True), rows[~mask].reset_index(drop=True)
+    parquet_dir = data.write_parquet(train, out / "parquet") if layout in ("parquet", "both") else out / "parquet"
+    gzip_dir = None
+    if layout in ("gzip", "both"):
+        gzip_dir = out / "gzip"
+        data.write_gzip_per_group(train, panel.key_cols, gzip_dir)
+    holdout.to_parquet(out / "holdout.parquet", index=False)
+    truth.to_parquet(out / "truth.parquet", index=False)
+    return Prepared(parquet_dir, gzip_dir, holdout, truth, len(train), panel.n_groups)
+
+
+@dataclass
+class TrainResult:
+    table: object
+    logged: object
+    ui_command: str
+    timings: dict = field(default_factory=dict)
+
+
+def train_and_register(spark, source: str, *, group_cols, feature_cols, label_col, estimator: str,
+                       params: str | dict | None = None, model_name: str | None = None, alias: str = "champion",
+                       experiment: str | None = None, location: str | None = None, fmt: str | None = None,
+                       failure_policy: str = "record", seed: int = 42, min_rows: int = 10,
+                       training_run_id: str | None = None) -> TrainResult:
+    from manymodels import tracking
+    from manymodels.training import train_per_group
+
+    ctx = tracking.configure(experiment=experiment)  # before any worker touches the store
+    df = data.read_input(spark, source, key_cols=group_cols, feature_cols=feature_cols, label_col=label_col, fmt=fmt)
+    est, est_params = load_estimator(estimator, params)
+    t0 = time.perf_counter()
+    table = train_per_group(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,
+                            estimator=est, params=est_params, failure_policy=failure_policy, seed=seed,
+                            min_rows=min_rows, training_run_id=training_run_id, location=location)
+    t1 = time.perf_counter()
+    logged = tracking.log_training(spark, table, ctx, name=model_name, alias=alias,
+                                   extra_params={"source": source})
+    t2 = time.perf_counter()
+    return TrainResult(table, logged, tracking.ui_command(ctx), {"train_s": t1 - t0, "mlflow_s": t2 - t1})
+
+
+def score_with_registered(model_uri: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Load a registered router (``models:/name@alias``) and score a pandas batch on the driver."""
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(model_uri).predict(rows)
+
+
+def summarize(result: TrainResult, scored: pd.DataFrame | None, truth_y: pd.Series | None, wall: float,
+              quantiles: str | None = None) -> str:
+    table, logged = result.table, result.logged
+    lines = [f"training run      {table.training_run_id}",
+             f"groups            {table.n_groups} trained: {table.counts['ok']} ok, "
+             f"{table.counts['failed']} failed, {table.counts['skipped']} skipped",
+             f"model table       {table.version}",
+             f"MLflow run        {logged.run_id}",
+             f"registered model  {logged.model_uri} (version {logged.version})"]
+    if quantiles:
+        lines.append(quantiles)
+    if scored is not None:
+        ok = scored["status"] == "ok"
+        line = f"held-out batch    {len(scored)} rows scored via {logged.model_uri}: {int(ok.sum())} ok"
+        if truth_y is not None and ok.any():
+            resid = truth_y[ok].to_numpy() - scored.loc[ok, "prediction"].to_numpy(dtype=float)
+            ss_tot = ((truth_y[ok] - truth_y[ok].mean()) ** 2).sum()
+            line += f", r2={1 - (resid ** 2).sum() / ss_tot:.4f}, rmse={np.sqrt((resid ** 2).mean()):.4f}"
+        other = scored.loc[~ok, "status"].value_counts().to_dict()
+        if other:
+            line += f"; not scored: {other}"
+        lines.append(line)
+    lines.append(f"wall time         {wall:.1f} s (train {result.timings['train_s']:.1f} s, "
+                 f"MLflow {result.timings['mlflow_s']:.1f} s)")
+    lines.append(f"browse            {result.ui_command}")
+    return "\n".join(lines)
+
+
+def metric_quantiles(spark, table) -> str:
+    cols = ["holdout_r2", "holdout_rmse"] if table.extra.get("task") == "regression" else \
+        ["holdout_accuracy", "holdout_roc_auc"]
+    frame = table.read(spark).where("status = 'ok'").select(*cols).toPandas()
+    parts = []
+    for c in cols:
+        q = frame[c].quantile([0.1, 0.5, 0.9])
+        parts.append(f"{c} p10={q[0.1]:.3f} p50={q[0.5]:.3f} p90={q[0.9]:.3f}")
+    return "metrics           " + "; ".join(parts)
+
+
+def run_main(n_groups: int = 1000, mean_rows: int = 200, estimator: str = "sklearn.linear_model.LinearRegression",
+             master: str | None = None) -> str:
+    """The README's main job: prepare a panel, train per group, log + register, score through the alias."""
+    from manymodels.session import get_spark
+
+    start = time.perf_counter()
+    spark = get_spark(master)
+    panel = PanelSpec(n_groups=n_groups, mean_rows=mean_rows)
+    prepared = prepare_data(panel)
+    features = data.feature_names(panel.n_features)
+    result = train_and_register(spark, str(prepared.parquet_dir), group_cols=list(panel.key_cols),
+                                feature_cols=features, label_col="y", estimator=estimator, fmt="parquet")
+    batch = pd.concat([prepared.holdout, _unknown_group_rows(prepared.holdout, panel)], ignore_index=True)
+    scored = score_with_registered(result.logged.model_uri, batch.drop(columns=["y"]))
+    quantiles = metric_quantiles(spark, result.table)
+    return summarize(result, scored, batch["y"], time.perf_counter() - start, quantiles)
+
+
+def _unknown_group_rows(holdout: pd.DataFrame, panel: PanelSpec) -> pd.DataFrame:
+    """Two rows of a group that was never trained, to show how the router reports them."""
+    rows = holdout.head(2).copy()
+    rows[panel.key_cols[0]] = -1
+    return rows
+

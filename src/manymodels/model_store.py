@@ -1,0 +1,74 @@
+"""Atomic model-table storage.
+
+A location is either a Unity Catalog / metastore table name (``catalog.schema.table``), written
+as Delta with one overwrite (atomic by Delta's log), or a folder on a filesystem the driver can
+see (local disk, ``/Volumes`` or ``/dbfs`` FUSE paths). A folder holds immutable versions under
+``_versions/`` and a ``_CURRENT`` pointer replaced with ``os.replace`` only after a version is
+completely written: a failed or killed run leaves the previous table readable and intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+from manymodels.config import project_home
+
+POINTER = "_CURRENT"
+_TABLE_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_`][\w`-]*){1,2}$")
+
+
+class ModelTableNotFound(FileNotFoundError):
+    pass
+
+
+def default_location(name: str = "model_table") -> str:
+    return str(project_home() / "tables" / name)
+
+
+def is_table_name(location: str) -> bool:
+    return "/" not in location and bool(_TABLE_NAME.match(location))
+
+
+def _pointer(location: str) -> Path:
+    return Path(location) / POINTER
+
+
+def write(df, location: str, training_run_id: str) -> str:
+    """Write ``df`` (triggering its computation) and commit it; return the committed version's path or name."""
+    if is_table_name(location):
+        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(location)
+        return location
+    root = Path(location).resolve()
+    safe_run = re.sub(r"[^\w.-]", "_", training_run_id)[:80]
+    version = root / "_versions" / f"{time.strftime('%Y%m%dT%H%M%S')}-{safe_run}-{uuid.uuid4().hex[:8]}"
+    df.write.mode("errorifexists").parquet(str(version))
+    commit(root, version, training_run_id)
+    return str(version)
+
+
+def commit(root: Path, version: Path, training_run_id: str) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{POINTER}.{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps({"version": str(version), "training_run_id": training_run_id,
+                               "committed_at": time.time()}))
+    os.replace(tmp, root / POINTER)  # atomic on POSIX: readers see the old or the new pointer
+
+
+def current(location: str) -> dict:
+    """The committed pointer of a folder location: ``{version, training_run_id, committed_at}``."""
+    pointer = _pointer(location)
+    if not pointer.exists():
+        raise ModelTableNotFound(f"No committed model table at {location}: train first "
+                                 "(manymodels train ...) or check the location.")
+    return json.loads(pointer.read_text())
+
+
+def read(spark, location: str):
+    """The committed model table as a Spark DataFrame."""
+    if is_table_name(location):
+        return spark.read.table(location)
+    return spark.read.parquet(current(location)["version"])

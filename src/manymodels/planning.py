@@ -1,0 +1,72 @@
+"""Planning (pure): assign groups to Spark partitions, largest first, bin-packed by row count.
+
+Spark's ``repartition(n, col)`` sends a row to partition ``pmod(murmur3(col, seed=42), n)``.
+To place bins on exact partitions (not on hash collisions), each bin is labelled with an
+integer whose hash lands on the wanted partition; ``murmur3_int`` reproduces Spark's
+``Murmur3_x86_32.hashInt`` for that purpose (a Spark test checks it against ``F.hash``).
+"""
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+import pandas as pd
+
+BIN_COL = "_mm_bin"
+_MASK = 0xFFFFFFFF
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & _MASK
+
+
+def murmur3_int(value: int, seed: int = 42) -> int:
+    """Spark's ``hash()`` of an IntegerType value (signed 32-bit result)."""
+    k1 = (value & _MASK) * 0xCC9E2D51 & _MASK
+    k1 = _rotl(k1, 15) * 0x1B873593 & _MASK
+    h1 = (seed & _MASK) ^ k1
+    h1 = (_rotl(h1, 13) * 5 + 0xE6546B64) & _MASK
+    h1 ^= 4
+    h1 ^= h1 >> 16
+    h1 = h1 * 0x85EBCA6B & _MASK
+    h1 ^= h1 >> 13
+    h1 = h1 * 0xC2B2AE35 & _MASK
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 >= 1 << 31 else h1
+
+
+def partition_labels(n_partitions: int) -> list[int]:
+    """``labels[p]`` is an int that ``repartition(n_partitions, col)`` sends to partition ``p``."""
+    labels: dict[int, int] = {}
+    candidate = 0
+    while len(labels) < n_partitions:
+        labels.setdefault(murmur3_int(candidate) % n_partitions, candidate)
+        candidate += 1
+    return [labels[p] for p in range(n_partitions)]
+
+
+def partition_count(n_groups: int, parallelism: int, tasks_per_core: int = 2) -> int:
+    """Few, large tasks: each Python task has a fixed start cost, so aim for a small multiple of the cores."""
+    return max(1, min(n_groups, parallelism * tasks_per_core))
+
+
+def assign_bins(sizes: pd.DataFrame, n_bins: int) -> np.ndarray:
+    """Longest-processing-time bin packing of ``sizes['count']``: the bin index of each row."""
+    counts = sizes["count"].to_numpy()
+    order = np.argsort(-counts, kind="stable")
+    heap = [(0, b) for b in range(n_bins)]
+    out = np.empty(len(counts), dtype=np.int64)
+    for i in order:
+        load, b = heapq.heappop(heap)
+        out[i] = b
+        heapq.heappush(heap, (load + int(counts[i]), b))
+    return out
+
+
+def plan(sizes: pd.DataFrame, parallelism: int, tasks_per_core: int = 2) -> tuple[pd.DataFrame, int]:
+    """Return ``(assignment, n_partitions)``: ``sizes`` plus ``BIN_COL`` holding each group's partition label."""
+    n = partition_count(len(sizes), parallelism, tasks_per_core)
+    labels = np.asarray(partition_labels(n), dtype=np.int32)
+    out = sizes.copy()
+    out[BIN_COL] = labels[assign_bins(sizes, n)]
+    return out, n

@@ -1,0 +1,52 @@
+"""Column names and the model-table schema, declared once and used on both sides of the UDF.
+
+The model table has the group key columns first (with the input's types), then the fixed
+columns below. ``model_table_ddl`` builds the Spark schema; ``empty_model_table`` the pandas
+frame with the same columns, returned for empty input.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_SKIPPED = "skipped"
+
+REGRESSION_METRICS = ("r2", "rmse")
+CLASSIFICATION_METRICS = ("accuracy", "log_loss", "roc_auc")
+METRIC_NAMES = REGRESSION_METRICS + CLASSIFICATION_METRICS
+METRIC_COLUMNS = tuple(f"{split}_{m}" for split in ("train", "holdout") for m in METRIC_NAMES)
+
+# (column, Spark DDL type, pandas dtype) after the key columns, in order.
+FIXED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("status", "string", "object"),
+    ("error", "string", "object"),
+    ("n_rows", "bigint", "int64"),
+    ("n_train", "bigint", "int64"),
+    ("n_holdout", "bigint", "int64"),
+    ("fit_seconds", "double", "float64"),
+    *((name, "double", "float64") for name in METRIC_COLUMNS),
+    ("params", "string", "object"),
+    ("seed", "bigint", "int64"),
+    ("model", "binary", "object"),
+    ("model_sha256", "string", "object"),
+    ("model_format", "string", "object"),
+    ("library_versions", "string", "object"),
+    ("task_attempt", "string", "object"),
+    ("training_run_id", "string", "object"),
+)
+FIXED_NAMES = tuple(c for c, _, _ in FIXED_COLUMNS)
+
+
+def model_table_ddl(key_ddl: list[tuple[str, str]]) -> str:
+    """Spark DDL of the model table for the given ``(key column, Spark DDL type)`` pairs."""
+    cols = [f"`{name}` {typ}" for name, typ in key_ddl]
+    cols += [f"`{name}` {typ}" for name, typ, _ in FIXED_COLUMNS]
+    return ", ".join(cols)
+
+
+def empty_model_table(key_cols: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series([], dtype="object") for c in key_cols})
+    for name, _, dtype in FIXED_COLUMNS:
+        frame[name] = pd.Series([], dtype=dtype)
+    return frame

@@ -1,0 +1,81 @@
+"""The one place that decides which Spark session the code runs on.
+
+Order: the active session on Databricks; Spark Connect when ``SPARK_REMOTE`` is set; the given
+master (argument or ``MANYMODELS_SPARK_MASTER``, e.g. ``spark://host:7077``); otherwise local
+Spark on all cores with settings that suit pandas UDFs. Nothing here runs at import time.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from manymodels.config import ARROW_ENABLED, ARROW_MAX_RECORDS, SHUFFLE_PARTITIONS, on_databricks
+
+# Python workers must run this interpreter, or they cannot import pandas or manymodels.
+PYTHON_CONF = "spark.pyspark.python"
+LOCAL_DEFAULTS = {
+    ARROW_ENABLED: "true",
+    ARROW_MAX_RECORDS: "10000",
+    "spark.sql.execution.pyspark.udf.faulthandler.enabled": "true",
+    "spark.python.worker.faulthandler.enabled": "true",
+    "spark.driver.memory": "4g",
+    "spark.ui.showConsoleProgress": "true",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+def get_spark(master: str | None = None, app_name: str = "manymodels", conf: dict[str, str] | None = None):
+    """Return the Spark session for this environment (see the module docstring for the order)."""
+    from pyspark.sql import SparkSession
+
+    if on_databricks():
+        return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+    if os.environ.get("SPARK_REMOTE") and not master:
+        return SparkSession.builder.remote(os.environ["SPARK_REMOTE"]).appName(app_name).getOrCreate()
+    active = SparkSession.getActiveSession()
+    if active is not None and not master:
+        return active
+    master = master or os.environ.get("MANYMODELS_SPARK_MASTER") or "local[*]"
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    settings = dict(LOCAL_DEFAULTS)
+    settings[PYTHON_CONF] = sys.executable
+    cores = local_cores(master)
+    if cores:
+        settings["spark.default.parallelism"] = str(cores)
+        settings[SHUFFLE_PARTITIONS] = str(max(2, 2 * cores))
+    settings.update(conf or {})
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def local_cores(master: str) -> int | None:
+    match = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]|local", master)
+    if not match:
+        return None
+    if match.group(1) is None:  # plain "local"
+        return 1
+    if match.group(1) == "*":
+        return os.cpu_count() or 1
+    return int(match.group(1))
+
+
+def parallelism(spark) -> int:
+    """Cores available to tasks, read from the session's configuration (Spark Connect safe)."""
+    value = spark.conf.get("spark.default.parallelism", None)
+    if value:
+        return int(value)
+    cores = local_cores(spark.conf.get("spark.master", "") or "")
+    if cores:
+        return cores
+    max_cores = spark.conf.get("spark.cores.max", None)
+    if max_cores:
+        return int(max_cores)
+    return max(1, int(spark.conf.get(SHUFFLE_PARTITIONS, "8")) // 2)
+
+
+def is_connect(spark) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")

@@ -1,0 +1,256 @@
+"""MLflow, from the driver only: the parent run, per-group artifacts, the registry and the router.
+
+Everything a training run logs is keyed by its ``training_run_id``: the MLflow run is found by tag
+and reused, group models go to deterministic paths (``models/<key path>/model.joblib``), and a
+registered version already made for the training run is reused. Logging the same training run
+again therefore replaces files instead of adding runs, artifacts or versions. The number of
+tracking calls per training run does not depend on the number of groups (artifact upload aside).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manymodels import serialization
+from manymodels.config import on_databricks, project_home
+from manymodels.keys import canonical_key, key_path
+from manymodels.schemas import METRIC_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
+
+RUN_TAG = "manymodels.training_run_id"
+MODEL_FILE = "model.joblib"
+DEFAULT_EXPERIMENT = "manymodels"
+DEFAULT_MODEL_NAME = "manymodels_router"
+SPARK_TO_MLFLOW = {"bigint": "long", "int": "integer", "smallint": "integer", "tinyint": "integer",
+                   "double": "double", "float": "float", "string": "string", "boolean": "boolean"}
+
+
+@dataclass(frozen=True)
+class TrackingContext:
+    tracking_uri: str
+    registry_uri: str
+    experiment_id: str
+    experiment_name: str
+
+
+@dataclass(frozen=True)
+class LoggedTraining:
+    run_id: str
+    model_name: str
+    version: str
+    alias: str
+    model_uri: str  # models:/<name>@<alias>
+    reused: bool
+
+
+def local_tracking_uri() -> str:
+    return f"sqlite:///{project_home() / 'mlflow.db'}"
+
+
+def configure(tracking_uri: str | None = None, experiment: str | None = None) -> TrackingContext:
+    """Point MLflow at the right store and make sure the experiment exists (on the driver, before any worker)."""
+    import mlflow
+
+    if tracking_uri is None:
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or ("databricks" if on_databricks() else None)
+    if tracking_uri is None:
+        project_home().mkdir(parents=True, exist_ok=True)
+        tracking_uri = local_tracking_uri()
+    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or ("databricks-uc" if tracking_uri == "databricks" else tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    name = experiment or os.environ.get("MANYMODELS_EXPERIMENT") or DEFAULT_EXPERIMENT
+    found = mlflow.get_experiment_by_name(name)
+    if found is None:
+        location = None
+        if tracking_uri.startswith("sqlite:"):
+            location = (project_home() / "mlartifacts").as_uri()
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = found.experiment_id
+    return TrackingContext(tracking_uri, registry_uri, experiment_id, name)
+
+
+def model_name(name: str | None = None, catalog: str | None = None, schema: str | None = None) -> str:
+    """Registered model name: ``catalog.schema.name`` for Unity Catalog, the bare name otherwise."""
+    name = name or DEFAULT_MODEL_NAME
+    return f"{catalog}.{schema}.{name}" if catalog and schema and name.count(".") == 0 else name
+
+
+def ui_command(ctx: TrackingContext) -> str:
+    if ctx.tracking_uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {ctx.tracking_uri} --host 127.0.0.1 --port 5000"
+    return f"open the MLflow UI of {ctx.tracking_uri}"
+
+
+def _find_run(ctx: TrackingContext, training_run_id: str) -> str | None:
+    import mlflow
+
+    runs = mlflow.search_runs([ctx.experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{training_run_id}'",
+                              output_format="list", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def _params(table) -> dict[str, str]:
+    spec = table.spec
+    params = {"group_cols": ",".join(spec.group_cols), "feature_cols": ",".join(spec.feature_cols),
+              "label_col": spec.label_col, "estimator": type(spec.estimator).__name__,
+              "task": spec.task or "auto", "seed": spec.seed, "min_rows": spec.min_rows,
+              "holdout_fraction": spec.holdout_fraction, "failure_policy": spec.failure_policy}
+    for k, v in spec.estimator.get_params(deep=False).items():
+        params[f"estimator.{k}"] = v if isinstance(v, (int, float, str, bool, type(None))) else type(v).__name__
+    return {k: str(v)[:500] for k, v in params.items()}
+
+
+def _stream_models(spark, table, out: Path) -> pd.DataFrame:
+    """Write each ok group's model file under ``out/models``; return the per-group metrics (no blobs).
+
+    The model table is streamed partition by partition, so driver memory holds one partition of blobs.
+    """
+    keys = list(table.spec.group_cols)
+    cols = keys + ["status", "error", "n_rows", "fit_seconds", *METRIC_COLUMNS, "model", "model_sha256",
+                   "library_versions", "task_attempt"]
+    records, index = [], []
+    for row in table.read(spark).select(*cols).toLocalIterator(prefetchPartitions=True):
+        d = row.asDict()
+        key = tuple(d[k] for k in keys)
+        rel = f"models/{key_path(table.spec.group_cols, key)}/{MODEL_FILE}"
+        blob = d.pop("model")
+        if d["status"] == STATUS_OK:
+            path = out / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
+        index.append({"key": list(canonical_key(key)), "status": d["status"], "error": d["error"],
+                      "path": rel if d["status"] == STATUS_OK else None, "model_sha256": d["model_sha256"],
+                      "library_versions": d["library_versions"]})
+        d["artifact_path"] = rel if d["status"] == STATUS_OK else None
+        records.append(d)
+    pd.DataFrame(index).to_parquet(out / "index.parquet", index=False)
+    return pd.DataFrame.from_records(records)
+
+
+def summary_metrics(metrics: pd.DataFrame) -> dict[str, float]:
+    out = {f"groups_{s}": float((metrics["status"] == s).sum()) if len(metrics) else 0.0
+           for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
+    ok = metrics[metrics["status"] == STATUS_OK] if len(metrics) else metrics
+    for col in METRIC_COLUMNS:
+        if col in ok and ok[col].notna().any():
+            for q in (0.1, 0.5, 0.9):
+                out[f"{col}_p{int(q * 100)}"] = float(ok[col].quantile(q))
+    if len(ok):
+        out["fit_seconds_total"] = float(ok["fit_seconds"].sum())
+    return out
+
+
+def _histogram(metrics: pd.DataFrame, path: Path) -> Path | None:
+    ok = metrics[metrics["status"] == STATUS_OK] if len(metrics) else metrics
+    column = next((c for c in ("holdout_r2", "train_r2", "holdout_accuracy", "train_accuracy")
+                   if c in ok and ok[c].notna().any()), None)
+    if column is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(ok[column].dropna().to_numpy(), bins=40)
+    ax.set_xlabel(column)
+    ax.set_ylabel("groups")
+    ax.set_title(f"{column} over {int(ok[column].notna().sum())} group models")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _signature(table):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    types = table.extra.get("input_types", {})
+    cols = list(table.spec.group_cols) + list(table.spec.feature_cols)
+    inputs = Schema([ColSpec(SPARK_TO_MLFLOW.get(types.get(c, "double"), "double"), c) for c in cols])
+    task = table.extra.get("task", "regression")
+    outputs = Schema([ColSpec("double" if task == "regression" else "string", "prediction"),
+                      ColSpec("string", "status"), ColSpec("string", "error")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _requirements() -> list[str]:
+    versions = json.loads(serialization.library_versions())
+    import mlflow
+    import pyarrow
+
+    return [f"mlflow=={mlflow.__version__}", f"scikit-learn=={versions['scikit-learn']}",
+            f"numpy=={versions['numpy']}", f"pandas=={versions['pandas']}", f"joblib=={versions['joblib']}",
+            f"pyarrow=={pyarrow.__version__}"]
+
+
+def _existing_version(client, name: str, training_run_id: str):
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and tags.`{RUN_TAG}` = '{training_run_id}'")
+    except Exception:  # noqa: BLE001 - a registry without tag search, or a model not yet created
+        versions = [v for v in client.search_model_versions(f"name = '{name}'")
+                    if v.tags.get(RUN_TAG) == training_run_id]
+    return versions[0] if versions else None
+
+
+def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None, alias: str = "champion",
+                 extra_params: dict | None = None) -> LoggedTraining:
+    """Log a committed model table as one MLflow run and register its router (idempotent per training run)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    import manymodels
+    from manymodels.router import GroupRouter
+
+    client = MlflowClient()
+    name = model_name(name)
+    run_id = _find_run(ctx, table.training_run_id)
+    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp, \
+            mlflow.start_run(run_id=run_id, experiment_id=ctx.experiment_id,
+                             run_name=None if run_id else table.training_run_id) as run:
+        out = Path(tmp)
+        mlflow.set_tags({RUN_TAG: table.training_run_id, "manymodels.model_table": table.version,
+                         "manymodels.model_table_location": table.location})
+        mlflow.log_params({**_params(table), **{k: str(v) for k, v in (extra_params or {}).items()}})
+        router_dir = out / "router"
+        router_dir.mkdir()
+        metrics = _stream_models(spark, table, router_dir)
+        mlflow.log_metrics(summary_metrics(metrics))
+        if (router_dir / "models").exists():
+            mlflow.log_artifacts(str(router_dir / "models"), "models")
+        metrics.to_parquet(out / "group_metrics.parquet", index=False)
+        metrics.to_csv(out / "group_metrics.csv", index=False)
+        mlflow.log_artifact(str(out / "group_metrics.parquet"))
+        mlflow.log_artifact(str(out / "group_metrics.csv"))
+        hist = _histogram(metrics, out / "metric_histogram.png")
+        if hist:
+            mlflow.log_artifact(str(hist))
+        existing = _existing_version(client, name, table.training_run_id) if _registered(client, name) else None
+        if existing is None:
+            info = mlflow.pyfunc.log_model(
+                name="router",
+                python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id),
+                artifacts={"group_models": str(router_dir)}, signature=_signature(table),
+                pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
+            version = mlflow.register_model(info.model_uri, name, tags={RUN_TAG: table.training_run_id}).version
+        else:
+            version = existing.version
+        client.set_registered_model_alias(name, alias, str(version))
+        mlflow.set_tag("manymodels.registered_version", f"{name}/{version}")
+    return LoggedTraining(run.info.run_id, name, str(version), alias, f"models:/{name}@{alias}", existing is not None)
+
+
+def _registered(client, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+        return True
+    except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST
+        return False

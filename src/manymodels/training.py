@@ -1,0 +1,170 @@
+"""The thin Spark layer of per-group and per-file training.
+
+Flow: driver-side validation -> one cheap aggregate of group sizes (null keys, empty input) ->
+bin-packed partition plan -> one ``mapInPandas`` pass of the pure ``fit_stream`` over sorted
+partitions -> model table written atomically. The UDF returns rows only: no MLflow, no files.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import partial
+
+import pandas as pd
+
+from manymodels import model_store
+from manymodels.config import TrainSpec
+from manymodels.fitting import GroupFitError, fit_stream, task_of
+from manymodels.planning import BIN_COL, plan
+from manymodels.schemas import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
+from manymodels.session import parallelism
+from manymodels.validation import check_columns, check_estimator, check_group_sizes, check_settings
+
+FILE_KEY = "source_file"
+
+
+@dataclass
+class ModelTable:
+    """A committed model table: where it is, which training run wrote it, and its counts."""
+
+    location: str
+    version: str
+    spec: TrainSpec
+    n_groups: int
+    counts: dict[str, int]
+    wall_seconds: float
+    plan_partitions: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def training_run_id(self) -> str:
+        return self.spec.training_run_id
+
+    def read(self, spark):
+        return spark.read.table(self.version) if model_store.is_table_name(self.version) \
+            else spark.read.parquet(self.version)
+
+
+def make_spec(df, *, group_cols, feature_cols, label_col, estimator, params=None, task=None, seed=42,
+              min_rows=10, holdout_fraction=0.2, failure_policy="record", training_run_id=None) -> TrainSpec:
+    """Validate everything that can be checked without a Spark job and return the frozen spec."""
+    estimator = check_estimator(estimator, params)
+    spec = TrainSpec(group_cols=tuple(group_cols), feature_cols=tuple(feature_cols), label_col=label_col,
+                     estimator=estimator, task=task, seed=seed, min_rows=min_rows,
+                     holdout_fraction=holdout_fraction, failure_policy=failure_policy,
+                     training_run_id=training_run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    check_settings(spec)
+    check_columns(spec, dict(df.dtypes))
+    return spec
+
+
+def _result_ddl(df, spec: TrainSpec) -> str:
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    return model_table_ddl([(c, types[c]) for c in spec.group_cols])
+
+
+def group_sizes(df, key_cols) -> pd.DataFrame:
+    """One cheap aggregate: rows per group, collected to the driver (one small row per group)."""
+    return df.groupBy(*key_cols).count().toPandas()
+
+
+def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None, tasks_per_core: int = 2):
+    """The lazy Spark DataFrame of the model table, and the number of partitions planned."""
+    spark = df.sparkSession
+    sizes = group_sizes(df, spec.group_cols) if sizes is None else sizes
+    check_group_sizes(spec.group_cols, sizes)
+    assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core)
+    keys = list(spec.group_cols)
+    assign_df = spark.createDataFrame(assignment[keys + [BIN_COL]],
+                                      schema=_assignment_schema(df, keys))
+    cols = keys + list(spec.feature_cols) + [spec.label_col]
+    packed = (df.select(*cols)
+              .join(assign_df.hint("broadcast"), on=keys, how="inner")
+              .repartition(n_parts, BIN_COL)
+              .sortWithinPartitions(BIN_COL, *keys)
+              .drop(BIN_COL))
+    return packed.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec)), n_parts
+
+
+def _assignment_schema(df, keys):
+    from pyspark.sql.types import IntegerType, StructField, StructType
+
+    fields = {f.name: f for f in df.schema.fields}
+    return StructType([StructField(k, fields[k].dataType, False) for k in keys]
+                      + [StructField(BIN_COL, IntegerType(), False)])
+
+
+def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None, task=None, seed=42,
+                    min_rows=10, holdout_fraction=0.2, failure_policy="record", training_run_id=None,
+                    location: str | None = None, tasks_per_core: int = 2) -> ModelTable:
+    """Fit a clone of ``estimator`` for every group of ``df`` in parallel and commit the model table.
+
+    Input: ``group_cols`` (no nulls), numeric ``feature_cols``, ``label_col`` (rows with a null label are
+    dropped; a group left with fewer than ``min_rows`` rows is ``skipped``). Output: a ``ModelTable``
+    whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input raises ``InputError``
+    before the training job; ``failure_policy="raise"`` raises ``GroupFitError`` naming the group and
+    leaves the previously committed table untouched.
+    """
+    spec = make_spec(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,
+                     estimator=estimator, params=params, task=task, seed=seed, min_rows=min_rows,
+                     holdout_fraction=holdout_fraction, failure_policy=failure_policy,
+                     training_run_id=training_run_id)
+    start = time.perf_counter()
+    table, n_parts = build_model_table(df, spec, tasks_per_core=tasks_per_core)
+    return _commit(table, spec, location or model_store.default_location(), start, n_parts, dict(df.dtypes))
+
+
+def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, input_types: dict) -> ModelTable:
+    try:
+        version = model_store.write(table, location, spec.training_run_id)
+    except Exception as exc:  # surface the worker's group error as the driver's own
+        message = str(exc)
+        if GroupFitError.__name__ in message:
+            line = next((ln for ln in message.splitlines() if "Training failed for group" in ln), message)
+            raise GroupFitError(line.split("GroupFitError: ", 1)[-1].strip()) from exc
+        raise
+    spark = table.sparkSession
+    reader = spark.read.table(version) if model_store.is_table_name(version) else spark.read.parquet(version)
+    counts = {row["status"]: row["count"] for row in reader.groupBy("status").count().collect()}
+    counts = {s: int(counts.get(s, 0)) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
+    return ModelTable(location=location, version=version, spec=spec, n_groups=sum(counts.values()),
+                      counts=counts, wall_seconds=time.perf_counter() - start, plan_partitions=n_parts,
+                      extra={"input_types": input_types, "task": task_of(spec)})
+
+
+def read_files(spark, path: str, *, feature_cols, label_col, label_type: str = "double"):
+    """Read gzipped CSV files (each one a partition) with the file name as the ``source_file`` key."""
+    from pyspark.sql import functions as F
+
+    df = spark.read.option("header", "true").csv(path)
+    cols = [F.col("_metadata.file_name").alias(FILE_KEY)]
+    cols += [F.col(c).cast("double").alias(c) for c in feature_cols if c in df.columns]
+    if label_col in df.columns:
+        cols.append(F.col(label_col).cast(label_type).alias(label_col))
+    missing = [c for c in list(feature_cols) + [label_col] if c not in df.columns]
+    if missing:
+        from manymodels.validation import InputError, short_list
+        raise InputError(f"Column(s) {short_list(missing)} not found in the CSV files at {path}: found "
+                         f"{short_list(df.columns, 12)}. Fix feature_cols / label_col or the files' header.")
+    return df.select(*cols)
+
+
+def train_per_file(spark, path: str, *, feature_cols, label_col, estimator, params=None, task=None, seed=42,
+                   min_rows=10, holdout_fraction=0.2, failure_policy="record", training_run_id=None,
+                   location: str | None = None) -> ModelTable:
+    """One model per input file: each gzipped CSV is one partition, so no shuffle is needed.
+
+    The key column is ``source_file`` (the file's name). Spark may pack several small files into one
+    partition; their rows stay contiguous, which is all ``fit_stream`` needs.
+    """
+    label_type = "string" if task == "classification" else "double"
+    df = read_files(spark, path, feature_cols=feature_cols, label_col=label_col, label_type=label_type)
+    spec = make_spec(df, group_cols=[FILE_KEY], feature_cols=feature_cols, label_col=label_col,
+                     estimator=estimator, params=params, task=task, seed=seed, min_rows=min_rows,
+                     holdout_fraction=holdout_fraction, failure_policy=failure_policy,
+                     training_run_id=training_run_id)
+    start = time.perf_counter()
+    table = df.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec))
+    return _commit(table, spec, location or model_store.default_location("file_models"), start, -1,
+                   dict(df.dtypes))
