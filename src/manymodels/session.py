@@ -22,6 +22,7 @@ LOCAL_DEFAULTS = {
     "spark.driver.memory": "4g",
     "spark.ui.showConsoleProgress": "true",
     "spark.sql.session.timeZone": "UTC",
+    "spark.log.level": "WARN",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,11 +236,13 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
             mlflow.log_artifact(str(hist))
         existing = _existing_version(client, name, table.training_run_id) if _registered(client, name) else None
         if existing is None:
-            info = mlflow.pyfunc.log_model(
-                name="router",
-                python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id),
-                artifacts={"group_models": str(router_dir)}, signature=_signature(table),
-                pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
+            with warnings.catch_warnings():  # type-hint and cloudpickle advice does not apply to this class
+                warnings.simplefilter("ignore")
+                info = mlflow.pyfunc.log_model(
+                    name="router",
+                    python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id),
+                    artifacts={"group_models": str(router_dir)}, signature=_signature(table),
+                    pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
             version = mlflow.register_model(info.model_uri, name, tags={RUN_TAG: table.training_run_id}).version
         else:
             version = existing.version

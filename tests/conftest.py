@@ -1,0 +1,62 @@
+"""Shared fixtures. Tiers: unit tests need nothing; ``spark`` tests share one local[2] session;
+``tracking`` tests share one sqlite MLflow store; cluster tests start their own standalone cluster."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    """Every test session gets its own MANYMODELS_HOME (model tables, MLflow store, data)."""
+    home = tmp_path_factory.mktemp("mm_home")
+    old = os.environ.get("MANYMODELS_HOME")
+    os.environ["MANYMODELS_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("SPARK_REMOTE", None)
+    yield home
+    if old is None:
+        os.environ.pop("MANYMODELS_HOME", None)
+    else:
+        os.environ["MANYMODELS_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def spark(_isolated_home):
+    from manymodels.session import get_spark
+
+    session = get_spark("local[2]", app_name="manymodels-tests", conf={
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.log.level": "ERROR",
+    })
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def tracking(_isolated_home):
+    from manymodels import tracking as tr
+
+    return tr.configure(experiment="manymodels-tests")
+
+
+@pytest.fixture(scope="session")
+def small_panel():
+    from manymodels.config import PanelSpec
+    from manymodels.data import make_panel
+
+    spec = PanelSpec(n_groups=40, mean_rows=60, n_features=3, seed=11)
+    rows, truth = make_panel(spec)
+    return spec, rows, truth
+
+
+@pytest.fixture(scope="session")
+def python_exe():
+    return sys.executable

@@ -1,0 +1,118 @@
+"""The pure pandas core: no Spark."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from manymodels import serialization
+from manymodels.config import TrainSpec
+from manymodels.fitting import GroupFitError, fit_group, fit_packed, fit_stream, group_bounds
+from manymodels.keys import group_seed, key_path
+from manymodels.schemas import FIXED_NAMES
+
+
+def spec_for(rows, estimator=None, **kw):
+    return TrainSpec(group_cols=("store", "item"), feature_cols=("x0", "x1", "x2"), label_col="y",
+                     estimator=LinearRegression() if estimator is None else estimator, training_run_id="t1", **kw)
+
+
+def one_group(rows):
+    key = (int(rows["store"].iloc[0]), int(rows["item"].iloc[0]))
+    return key, rows[(rows["store"] == key[0]) & (rows["item"] == key[1])]
+
+
+def test_fit_group_recovers_truth_and_fills_every_column(small_panel):
+    _, rows, truth = small_panel
+    key, part = one_group(rows)
+    row = fit_group(key, part, spec=spec_for(rows, holdout_fraction=0.0))
+    assert row["status"] == "ok" and row["error"] is None
+    assert set(FIXED_NAMES) <= set(row)
+    model = serialization.loads(row["model"], row["model_sha256"])
+    t = truth[(truth["store"] == key[0]) & (truth["item"] == key[1])].iloc[0]
+    np.testing.assert_allclose(model.coef_, [t["beta_0"], t["beta_1"], t["beta_2"]], atol=0.3)
+    assert row["train_r2"] > 0.9 and np.isnan(row["holdout_r2"]) and row["n_holdout"] == 0
+
+
+def test_holdout_split_is_seeded_by_key(small_panel):
+    _, rows, _ = small_panel
+    key, part = one_group(rows)
+    spec = spec_for(rows)
+    a, b = fit_group(key, part, spec=spec), fit_group(key, part, spec=spec)
+    assert a["model_sha256"] == b["model_sha256"] and a["seed"] == group_seed(42, key)
+    assert a["n_train"] + a["n_holdout"] == len(part) and a["n_holdout"] == int(len(part) * 0.2)
+    assert not np.isnan(a["holdout_rmse"])
+
+
+def test_random_state_is_derived_from_seed_and_key(small_panel):
+    _, rows, _ = small_panel
+    key, part = one_group(rows)
+    row = fit_group(key, part, spec=spec_for(rows, RandomForestRegressor(n_estimators=3)))
+    model = serialization.loads(row["model"], row["model_sha256"])
+    assert model.random_state == group_seed(42, key)
+    other = fit_group(key, part, spec=spec_for(rows, RandomForestRegressor(n_estimators=3), seed=7))
+    assert serialization.loads(other["model"], other["model_sha256"]).random_state == group_seed(7, key)
+
+
+def test_too_few_rows_and_null_labels_are_skipped_with_reason(small_panel):
+    _, rows, _ = small_panel
+    key, part = one_group(rows)
+    small = fit_group(key, part.head(3), spec=spec_for(rows))
+    assert small["status"] == "skipped" and "fewer than min_rows=10" in small["error"]
+    nulls = part.assign(y=np.nan)
+    skipped = fit_group(key, nulls, spec=spec_for(rows))
+    assert skipped["status"] == "skipped" and "labels in column 'y' are null" in skipped["error"]
+    assert skipped["model"] is None
+
+
+def test_failure_policy_record_and_raise(small_panel):
+    _, rows, _ = small_panel
+    key, part = one_group(rows)
+    bad = part.assign(x0=np.nan)  # LinearRegression refuses NaN
+    row = fit_group(key, bad, spec=spec_for(rows, failure_policy="record"))
+    assert row["status"] == "failed" and "ValueError" in row["error"] and "Traceback" in row["error"]
+    with pytest.raises(GroupFitError, match=r"group store=\d+, item=\d+"):
+        fit_group(key, bad, spec=spec_for(rows, failure_policy="raise"))
+
+
+def test_classification_metrics(small_panel):
+    _, rows, _ = small_panel
+    key, part = one_group(rows)
+    part = part.assign(y=(part["y"] > part["y"].median()).astype(int))
+    row = fit_group(key, part, spec=spec_for(rows, make_pipeline(StandardScaler(), LogisticRegression())))
+    assert row["status"] == "ok"
+    assert 0 <= row["train_accuracy"] <= 1 and row["train_log_loss"] > 0 and 0 <= row["train_roc_auc"] <= 1
+    assert np.isnan(row["train_r2"])
+
+
+def test_group_bounds_and_packed_equals_per_group(small_panel):
+    _, rows, _ = small_panel
+    sorted_rows = rows.sort_values(["store", "item"], kind="stable").reset_index(drop=True)
+    bounds = group_bounds(sorted_rows, ("store", "item"))
+    assert len(bounds) == rows.groupby(["store", "item"]).ngroups
+    assert bounds[0][1] == 0 and bounds[-1][2] == len(sorted_rows)
+    spec = spec_for(rows)
+    packed = fit_packed(sorted_rows, spec=spec)
+    loop = pd.DataFrame([fit_group(k, g, spec=spec) for k, g in sorted_rows.groupby(["store", "item"])])
+    assert list(packed["model_sha256"]) == list(loop["model_sha256"])
+
+
+def test_stream_carries_groups_across_batch_boundaries(small_panel):
+    _, rows, _ = small_panel
+    sorted_rows = rows.sort_values(["store", "item"], kind="stable").reset_index(drop=True)
+    spec = spec_for(rows)
+    batches = [sorted_rows.iloc[i:i + 37] for i in range(0, len(sorted_rows), 37)]  # cuts groups apart
+    streamed = pd.concat(list(fit_stream(iter(batches), spec=spec)), ignore_index=True)
+    whole = fit_packed(sorted_rows, spec=spec)
+    assert len(streamed) == len(whole) == rows.groupby(["store", "item"]).ngroups
+    assert sorted(streamed["model_sha256"]) == sorted(whole["model_sha256"])
+    assert list(fit_stream(iter([]), spec=spec)) == []
+
+
+def test_key_path_is_deterministic_and_safe():
+    assert key_path(("store", "item"), (3, 17)) == "store=3/item=17"
+    assert key_path(("store",), (3.0,)) == "store=3"
+    assert key_path(("name",), ("a/b c",)) == "name=a%2Fb%20c"
+    assert group_seed(1, (3,)) == group_seed(1, (3.0,)) != group_seed(2, (3,))
