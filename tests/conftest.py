@@ -41,7 +41,7 @@ def spark(_isolated_home):
 
 
 @pytest.fixture(scope="session")
-def tracking(_isolated_home):
+def mlflow_ctx(_isolated_home):
     from manymodels import tracking as tr
 
     return tr.configure(experiment="manymodels-tests")

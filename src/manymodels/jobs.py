@@ -36,6 +36,15 @@ def load_estimator(path: str, params: str | dict | None = None):
     return cls(), (params or {})
 
 
+def default_input() -> str:
+    """Where ``prepare_data`` writes the Parquet layout by default (the notebooks' local default)."""
+    path = project_home() / "data" / "panel" / "parquet"
+    if not path.exists():
+        raise InputError(f"No input at {path}: run notebooks/01_prepare_data.py (or `manymodels prepare`) "
+                         "first, or pass input_path.")
+    return str(path)
+
+
 @dataclass
 class Prepared:
     parquet_dir: Path
@@ -50,6 +59,7 @@ def prepare_data(panel: PanelSpec, out_dir: str | Path | None = None, *, layout:
                  holdout_fraction: float = 0.05) -> Prepared:
     """Generate a panel, keep a random held-out batch aside, and write the training rows in the chosen layout(s)."""
     out = Path(out_dir) if out_dir else project_home() / "data" / "panel"
+    out.mkdir(parents=True, exist_ok=True)
     rows, truth = data.make_panel(panel)
     rng = np.random.default_rng(panel.seed + 1)
     mask = rng.random(len(rows)) < holdout_fraction

@@ -1,0 +1,34 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 01 Prepare data
+# MAGIC A synthetic panel of many groups (store x item) with a known linear truth per group, written as
+# MAGIC Parquet with the group keys and/or one gzipped CSV per group (each file one Spark partition).
+# MAGIC Locally the output goes under `.manymodels/data/panel`; on Databricks, to the volume given by `output_dir`.
+
+# COMMAND ----------
+
+from manymodels import jobs
+from manymodels.config import PanelSpec
+from manymodels.notebook import show, widgets
+
+params = widgets({
+    "n_groups": "1000",
+    "mean_rows": "200",
+    "size_distribution": "poisson",
+    "layout": "both",
+    "output_dir": "",
+    "seed": "7",
+})
+params
+
+# COMMAND ----------
+
+panel = PanelSpec(n_groups=int(params["n_groups"]), mean_rows=int(params["mean_rows"]),
+                  size_distribution=params["size_distribution"], seed=int(params["seed"]))
+prepared = jobs.prepare_data(panel, params["output_dir"] or None, layout=params["layout"])
+print(f"wrote {prepared.n_rows} training rows of {prepared.n_groups} groups under {prepared.parquet_dir.parent}")
+print(f"held out {len(prepared.holdout)} rows for scoring")
+
+# COMMAND ----------
+
+show(prepared.truth)
