@@ -124,13 +124,14 @@ def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, i
             line = next((ln for ln in message.splitlines() if "GroupFitError: Training failed for group" in ln), message)
             raise GroupFitError(line.split("GroupFitError: ", 1)[-1].strip()) from exc
         raise
-    spark = table.sparkSession
-    reader = spark.read.table(version) if model_store.is_table_name(version) else spark.read.parquet(version)
-    counts = {row["status"]: row["count"] for row in reader.groupBy("status").count().collect()}
-    counts = {s: int(counts.get(s, 0)) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
-    return ModelTable(location=location, version=version, spec=spec, n_groups=sum(counts.values()),
-                      counts=counts, wall_seconds=time.perf_counter() - start, plan_partitions=n_parts,
-                      extra={"input_types": input_types, "task": task_of(spec)})
+    result = ModelTable(location=location, version=version, spec=spec, n_groups=0, counts={},
+                        wall_seconds=0.0, plan_partitions=n_parts, extra={"input_types": input_types,
+                                                                          "task": task_of(spec)})
+    found = {row["status"]: row["count"] for row in result.read(table.sparkSession).groupBy("status").count().collect()}
+    result.counts = {s: int(found.get(s, 0)) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
+    result.n_groups = sum(result.counts.values())
+    result.wall_seconds = time.perf_counter() - start
+    return result
 
 
 def read_files(spark, path: str, *, feature_cols, label_col, label_type: str = "double"):
