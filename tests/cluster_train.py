@@ -28,11 +28,9 @@ CLUSTER_CONF = {
 
 
 def executors(spark) -> list[str]:
-    """``host:port`` of the executors registered with the driver (the driver itself excluded)."""
-    sc = spark.sparkContext
-    infos = sc._jsc.sc().statusTracker().getExecutorInfos()  # public Scala API, via py4j
-    driver_port = sc._jsc.sc().env().blockManager().blockManagerId().port()
-    return sorted(f"{i.host()}:{i.port()}" for i in infos if i.port() != driver_port)
+    """Ids of the executors registered with the driver (the driver itself excluded)."""
+    ids = spark.sparkContext._jsc.sc().getExecutorIds()  # a Scala Seq, via py4j
+    return sorted(str(ids.apply(i)) for i in range(ids.size()))
 
 
 def main(master: str, input_path: str, location: str) -> dict:

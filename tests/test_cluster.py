@@ -116,6 +116,9 @@ class Cluster:
     def state(self) -> dict:
         return get_json(f"{self.ui}/json/")
 
+    def completed_apps(self) -> list[str]:
+        return [app["id"] for app in self.state().get("completedapps", [])]
+
     def log_tails(self) -> str:
         return "\n".join(f"--- {p.name}\n{tail(p)}" for p in self.logs)
 
@@ -173,9 +176,14 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def panel_parquet(tmp_path_factory) -> Path:
+    # Four files, rows dealt out in turn: each group's rows reach its task from several input
+    # partitions in shuffle-fetch order, which differs between the cluster and local mode. The
+    # model bytes must not depend on that order.
     rows, _ = make_panel(PanelSpec(n_groups=200, mean_rows=60, n_features=3, seed=21))
-    path = tmp_path_factory.mktemp("cluster_input") / "panel.parquet"
-    rows.to_parquet(path, index=False)
+    path = tmp_path_factory.mktemp("cluster_input") / "panel"
+    path.mkdir()
+    for i in range(4):
+        rows.iloc[i::4].to_parquet(path / f"part-{i}.parquet", index=False)
     return path
 
 
@@ -215,8 +223,7 @@ def test_standalone_cluster_gives_the_same_model_table_as_local(spark, cluster, 
     # The cluster run really ran on the standalone cluster, with one executor per worker.
     assert result["master"] == cluster.url
     assert len(result["executors"]) == N_WORKERS, result
-    apps = {app["id"]: app for app in cluster.state().get("completedapps", [])}
-    assert result["app_id"] in apps, f"{result['app_id']} not among the master's completed apps {list(apps)}"
+    wait_for(lambda: result["app_id"] in cluster.completed_apps(), 30, f"{result['app_id']} among the completed apps")
     for work in cluster.work_dirs:  # each worker launched an executor for this application
         assert [p.name for p in (work / result["app_id"]).iterdir()], f"no executor of the app in {work}"
 

@@ -116,3 +116,12 @@ def test_key_path_is_deterministic_and_safe():
     assert key_path(("store",), (3.0,)) == "store=3"
     assert key_path(("name",), ("a/b c",)) == "name=a%2Fb%20c"
     assert group_seed(1, (3,)) == group_seed(1, (3.0,)) != group_seed(2, (3,))
+
+
+def test_model_does_not_depend_on_row_arrival_order(small_panel):
+    """After a shuffle, a group's rows arrive in fetch order: the model must not change with it."""
+    _, rows, _ = small_panel
+    key, part = one_group(rows)
+    spec = spec_for(rows)
+    shuffled = part.sample(frac=1.0, random_state=3)
+    assert fit_group(key, part, spec=spec)["model_sha256"] == fit_group(key, shuffled, spec=spec)["model_sha256"]

@@ -83,6 +83,23 @@ def _base_row(spec: TrainSpec, key: tuple, n_rows: int, seed: int) -> dict:
     return row
 
 
+def _canonical_order(pdf: pd.DataFrame, spec: TrainSpec) -> pd.DataFrame:
+    """Rows in an order fixed by their content, not by their arrival.
+
+    After a shuffle the rows of a group arrive in fetch order, which differs between runs; the
+    holdout split and even floating-point sums depend on row order, so sort by label and features
+    to make the model bytes depend on the data alone.
+    """
+    label = pdf[spec.label_col].to_numpy()
+    if label.dtype == object:
+        label = np.unique(label.astype(str), return_inverse=True)[1]
+    columns = [pdf[c].to_numpy(dtype="float64", na_value=np.nan) for c in reversed(spec.feature_cols)]
+    order = np.lexsort(columns + [label])
+    if np.all(order[1:] > order[:-1]):
+        return pdf
+    return pdf.iloc[order]
+
+
 def _split(n: int, fraction: float, min_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     n_holdout = int(n * fraction)
     if n_holdout < 1 or n - n_holdout < min_rows:
@@ -114,6 +131,7 @@ def fit_group(key: object, pdf: pd.DataFrame, *, spec: TrainSpec) -> dict:
         return row
     if n_usable < len(pdf):
         pdf = pdf.loc[usable]
+    pdf = _canonical_order(pdf, spec)
     X = pdf.loc[:, list(spec.feature_cols)]
     y = pdf[spec.label_col].to_numpy()
     train, holdout = _split(len(pdf), spec.holdout_fraction, spec.min_rows, seed)
