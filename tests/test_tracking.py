@@ -35,7 +35,7 @@ def trained(spark, mlflow_ctx, small_panel, tmp_path_factory):
 
 def artifact_files(run_id, path="models"):
     root = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path))
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.joblib"))
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.pkl"))
 
 
 def test_run_has_params_summary_metrics_and_artifacts(trained):
@@ -46,7 +46,7 @@ def test_run_has_params_summary_metrics_and_artifacts(trained):
     assert run.data.metrics["groups_ok"] == 39 and run.data.metrics["groups_skipped"] == 1
     assert 0.5 < run.data.metrics["holdout_r2_p50"] <= 1
     files = artifact_files(logged.run_id)
-    assert len(files) == 39 and files[0].startswith("store=") and files[0].endswith("/model.joblib")
+    assert len(files) == 39 and files[0] == "store=0/item=1.pkl"  # store=0/item=0 was skipped
     top = {a.path for a in MlflowClient().list_artifacts(logged.run_id)}
     assert {"models", "group_metrics.parquet", "group_metrics.csv", "metric_histogram.png"} <= top
     metrics = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=logged.run_id,
@@ -94,7 +94,7 @@ def test_router_scores_in_a_fresh_process_and_reports_unknown_groups(trained, ml
     models = {(r.store, r.item): serialization.loads(r.model, r.model_sha256)
               for r in table.read(spark).where("status = 'ok'").toPandas().itertuples()}
     ok = out["status"] == "ok"
-    expected = [models[(s, i)].predict(batch.loc[[n], FEATURES])[0]
+    expected = [models[(s, i)].predict(batch.loc[[n], FEATURES].to_numpy())[0]
                 for n, (s, i) in enumerate(zip(batch["store"], batch["item"])) if ok[n]]
     np.testing.assert_allclose(out.loc[ok, "prediction"], expected, rtol=1e-9)
 

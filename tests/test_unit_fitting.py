@@ -125,3 +125,17 @@ def test_model_does_not_depend_on_row_arrival_order(small_panel):
     spec = spec_for(rows)
     shuffled = part.sample(frac=1.0, random_state=3)
     assert fit_group(key, part, spec=spec)["model_sha256"] == fit_group(key, shuffled, spec=spec)["model_sha256"]
+
+
+def test_pass_dataframe_serves_pipelines_that_select_columns_by_name(small_panel):
+    from sklearn.compose import ColumnTransformer
+
+    _, rows, _ = small_panel
+    key, part = one_group(rows)
+    by_name = make_pipeline(ColumnTransformer([("keep", "passthrough", ["x0", "x2"])]), LinearRegression())
+    failed = fit_group(key, part, spec=spec_for(rows, by_name))
+    assert failed["status"] == "failed" and "pass_dataframe" not in failed["error"]
+    row = fit_group(key, part, spec=spec_for(rows, by_name, pass_dataframe=True))
+    assert row["status"] == "ok"
+    model = serialization.loads(row["model"], row["model_sha256"])
+    assert list(model.feature_names_in_) == ["x0", "x1", "x2"]

@@ -1,45 +1,79 @@
-"""Routing logic of the registered model, without MLflow's loading machinery."""
+"""Routing logic and the packed model store of the registered router, without MLflow's loading machinery."""
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from manymodels import serialization
-from manymodels.router import route_predict
+from manymodels import router, serialization
+from manymodels.router import PackedModels, read_blobs, read_index, route_predict
 from manymodels.serialization import MODEL_CACHE, ModelIntegrityError
 
 
+def fitted(slope: float):
+    return LinearRegression().fit(np.array([[0.0], [1.0]]), np.array([1.0, 1.0 + slope]))
+
+
 def make_index():
-    model = LinearRegression().fit(np.array([[0.0], [1.0]]), np.array([1.0, 3.0]))
-    blob = serialization.dumps(model)
+    blob = serialization.dumps(fitted(2.0))
+    sha = serialization.sha256(blob)
     versions = serialization.library_versions()
-    files = {"m/a=1": blob}
-    index = {("1",): {"status": "ok", "error": None, "path": "m/a=1", "model_sha256": serialization.sha256(blob),
-                      "library_versions": versions},
-             ("2",): {"status": "skipped", "error": "3 rows", "path": None, "model_sha256": None,
-                      "library_versions": versions}}
-    return index, files
+    index = {("1",): {"status": "ok", "error": None, "model_sha256": sha, "library_versions": versions},
+             ("2",): {"status": "skipped", "error": "3 rows", "model_sha256": None, "library_versions": versions}}
+    return index, {sha: blob}
+
+
+def loader(blobs, calls=None):
+    def load(entries):
+        if calls is not None:
+            calls.append(len(entries))
+        return {e["model_sha256"]: blobs[e["model_sha256"]] for e in entries}
+    return load
 
 
 def test_rows_are_routed_and_unknown_groups_reported():
     MODEL_CACHE.clear()
-    index, files = make_index()
+    index, blobs = make_index()
+    calls = []
     df = pd.DataFrame({"a": [1, 9, 1, 2], "x": [0.0, 1.0, 1.0, 1.0]})
-    out = route_predict(df, key_cols=["a"], feature_cols=["x"], index=index, load_blob=files.__getitem__,
+    out = route_predict(df, key_cols=["a"], feature_cols=["x"], index=index, load_blobs=loader(blobs, calls),
                         run_label="training run r")
     assert out["prediction"].iloc[[0, 2]].tolist() == pytest.approx([1.0, 3.0])
     assert out["status"].tolist() == ["ok", "unknown_group", "ok", "skipped"]
     assert out["error"].iloc[1] == "no model for group a=9 in training run r"
     assert "group a=2 has no model: skipped" in out["error"].iloc[3]
     assert np.isnan(out["prediction"].iloc[1])
-    route_predict(df, key_cols=["a"], feature_cols=["x"], index=index, load_blob=files.__getitem__)
-    assert MODEL_CACHE.loads == 1
+    route_predict(df, key_cols=["a"], feature_cols=["x"], index=index, load_blobs=loader(blobs, calls))
+    assert MODEL_CACHE.loads == 1 and calls == [1]  # the second batch found the model cached
 
 
-def test_tampered_model_file_is_refused():
+def test_tampered_model_is_refused():
     MODEL_CACHE.clear()
-    index, files = make_index()
-    files["m/a=1"] = files["m/a=1"] + b"evil"
-    df = pd.DataFrame({"a": [1], "x": [0.0]})
+    index, blobs = make_index()
+    sha = index[("1",)]["model_sha256"]
+    blobs[sha] = blobs[sha] + b"evil"
     with pytest.raises(ModelIntegrityError, match="group a=1"):
-        route_predict(df, key_cols=["a"], feature_cols=["x"], index=index, load_blob=files.__getitem__)
+        route_predict(pd.DataFrame({"a": [1], "x": [0.0]}), key_cols=["a"], feature_cols=["x"], index=index,
+                      load_blobs=loader(blobs))
+
+
+def test_packed_store_round_trip_across_row_groups(tmp_path, monkeypatch):
+    monkeypatch.setattr(router, "ROW_GROUP", 4)
+    models = [serialization.dumps(fitted(float(i))) for i in range(10)]
+    batch = pd.DataFrame({"g": range(10), "status": ["ok"] * 9 + ["failed"], "error": [None] * 9 + ["boom"],
+                          "model_sha256": [serialization.sha256(b) for b in models[:9]] + [None],
+                          "library_versions": "{}", "model": models[:9] + [None]})
+    with PackedModels(tmp_path) as packed:
+        packed.add(batch.iloc[:3], ["g"])
+        packed.add(batch.iloc[3:], ["g"])
+    index = read_index(tmp_path / "models.parquet")
+    assert len(index) == 10 and {e["row_group"] for e in index.values()} == {0, 1, 2}
+    assert index[("9",)]["status"] == "failed" and index[("9",)]["error"] == "boom"
+    wanted = [index[(str(i),)] for i in (0, 5, 8)]
+    blobs = read_blobs(tmp_path / "models.parquet", wanted)
+    assert [blobs[e["model_sha256"]] for e in wanted] == [models[0], models[5], models[8]]
+
+
+def test_packed_store_with_no_groups(tmp_path):
+    with PackedModels(tmp_path):
+        pass
+    assert read_index(tmp_path / "models.parquet") == {}

@@ -36,6 +36,7 @@ class TrainSpec:
     holdout_fraction: float = 0.2
     failure_policy: FailurePolicy = "record"
     training_run_id: str = ""
+    pass_dataframe: bool = False  # give estimators a DataFrame with feature names (slower; for column-selecting pipelines)
 
     def __post_init__(self) -> None:
         # Accept lists from callers; store tuples so the spec is hashable and immutable.

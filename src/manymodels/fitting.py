@@ -73,31 +73,27 @@ def _task_attempt() -> str:
     return f"stage={ctx.stageId()} partition={ctx.partitionId()} attempt={ctx.attemptNumber()} tid={ctx.taskAttemptId()}"
 
 
-def _base_row(spec: TrainSpec, key: tuple, n_rows: int, seed: int) -> dict:
+def _base_row(spec: TrainSpec, key: tuple, n_rows: int, seed: int, attempt: str | None) -> dict:
     row = dict(zip(spec.group_cols, key))
     row.update({name: None for name in FIXED_NAMES})
     row.update({name: float("nan") for name in METRIC_COLUMNS})
     row.update(n_rows=n_rows, n_train=0, n_holdout=0, fit_seconds=0.0, seed=seed,
                training_run_id=spec.training_run_id, model_format=serialization.MODEL_FORMAT,
-               library_versions=serialization.library_versions(), task_attempt=_task_attempt())
+               library_versions=serialization.library_versions(),
+               task_attempt=_task_attempt() if attempt is None else attempt)
     return row
 
 
-def _canonical_order(pdf: pd.DataFrame, spec: TrainSpec) -> pd.DataFrame:
-    """Rows in an order fixed by their content, not by their arrival.
+def _canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Row order fixed by content (label, then features), or ``None`` when the rows are already in it.
 
     After a shuffle the rows of a group arrive in fetch order, which differs between runs; the
-    holdout split and even floating-point sums depend on row order, so sort by label and features
-    to make the model bytes depend on the data alone.
+    holdout split and even floating-point sums depend on row order, so sorting makes the model
+    bytes depend on the data alone.
     """
-    label = pdf[spec.label_col].to_numpy()
-    if label.dtype == object:
-        label = np.unique(label.astype(str), return_inverse=True)[1]
-    columns = [pdf[c].to_numpy(dtype="float64", na_value=np.nan) for c in reversed(spec.feature_cols)]
-    order = np.lexsort(columns + [label])
-    if np.all(order[1:] > order[:-1]):
-        return pdf
-    return pdf.iloc[order]
+    label = np.unique(y.astype(str), return_inverse=True)[1] if y.dtype == object else y
+    order = np.lexsort([X[:, j] for j in range(X.shape[1] - 1, -1, -1)] + [label])
+    return None if np.all(order[1:] > order[:-1]) else order
 
 
 def _split(n: int, fraction: float, min_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,44 +104,66 @@ def _split(n: int, fraction: float, min_rows: int, seed: int) -> tuple[np.ndarra
     return np.sort(perm[n_holdout:]), np.sort(perm[:n_holdout])
 
 
-def _metrics(task: str, model: object, X: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
+def _metrics(task: str, model: object, X, y: np.ndarray, train: np.ndarray, holdout: np.ndarray) -> dict:
+    """Train and holdout metrics; regression predicts every row once and splits the predictions."""
+    out = {}
     if task == "classification":
-        return classification_metrics(model, X, y)
-    return regression_metrics(y, model.predict(X))
+        out.update(metric_row("train", classification_metrics(model, _rows(X, train), y[train])))
+        if len(holdout):
+            out.update(metric_row("holdout", classification_metrics(model, _rows(X, holdout), y[holdout])))
+        return out
+    pred = model.predict(X)
+    out.update(metric_row("train", regression_metrics(y[train], pred[train])))
+    if len(holdout):
+        out.update(metric_row("holdout", regression_metrics(y[holdout], pred[holdout])))
+    return out
+
+
+def _rows(X, index: np.ndarray):
+    return X.iloc[index] if isinstance(X, pd.DataFrame) else X[index]
+
+
+def feature_matrix(pdf: pd.DataFrame, spec: TrainSpec) -> np.ndarray:
+    return pdf.loc[:, list(spec.feature_cols)].to_numpy(dtype="float64", na_value=np.nan)
 
 
 def fit_group(key: object, pdf: pd.DataFrame, *, spec: TrainSpec) -> dict:
     """Fit one group and return its model-table row (a dict keyed by column name)."""
+    return fit_arrays(key, feature_matrix(pdf, spec), pdf[spec.label_col].to_numpy(), spec=spec)
+
+
+def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, attempt: str | None = None) -> dict:
+    """Fit one group given its feature matrix and labels (slices of a packed batch; no per-group DataFrame).
+
+    The estimator sees a numpy array, or a DataFrame with the feature names when
+    ``spec.pass_dataframe`` is set (for pipelines that select columns by name).
+    """
     key = key if isinstance(key, tuple) else (key,)
     seed = group_seed(spec.seed, key)
-    row = _base_row(spec, key, len(pdf), seed)
-    labels = pdf[spec.label_col]
-    usable = labels.notna().to_numpy()
+    row = _base_row(spec, key, len(y), seed, attempt)
+    usable = ~pd.isna(y)
     n_usable = int(usable.sum())
     if n_usable == 0:
-        row.update(status=STATUS_SKIPPED, error=f"all {len(pdf)} labels in column '{spec.label_col}' are null")
+        row.update(status=STATUS_SKIPPED, error=f"all {len(y)} labels in column '{spec.label_col}' are null")
         return row
     if n_usable < spec.min_rows:
         row.update(status=STATUS_SKIPPED,
                    error=f"{n_usable} rows with a label, fewer than min_rows={spec.min_rows}")
         return row
-    if n_usable < len(pdf):
-        pdf = pdf.loc[usable]
-    pdf = _canonical_order(pdf, spec)
-    X = pdf.loc[:, list(spec.feature_cols)]
-    y = pdf[spec.label_col].to_numpy()
-    train, holdout = _split(len(pdf), spec.holdout_fraction, spec.min_rows, seed)
-    task = task_of(spec)
+    if n_usable < len(y):
+        X, y = X[usable], y[usable]
+    order = _canonical_order(X, y)
+    if order is not None:
+        X, y = X[order], y[order]
+    if spec.pass_dataframe:
+        X = pd.DataFrame(X, columns=list(spec.feature_cols))
+    train, holdout = _split(len(y), spec.holdout_fraction, spec.min_rows, seed)
     try:
         start = time.perf_counter()
         model = _seeded_clone(spec.estimator, seed)
-        X_train = X.iloc[train] if len(holdout) else X
-        y_train = y[train] if len(holdout) else y
-        model.fit(X_train, y_train)
+        model.fit(_rows(X, train) if len(holdout) else X, y[train] if len(holdout) else y)
         row["fit_seconds"] = time.perf_counter() - start
-        row.update(metric_row("train", _metrics(task, model, X_train, y_train)))
-        if len(holdout):
-            row.update(metric_row("holdout", _metrics(task, model, X.iloc[holdout], y[holdout])))
+        row.update(_metrics(task_of(spec), model, X, y, train, holdout))
         blob = serialization.dumps(model)
     except Exception as exc:  # noqa: BLE001 - the policy decides what a failure does
         where = key_text(spec.group_cols, key)
@@ -185,8 +203,9 @@ def rows_to_frame(rows: list[dict], key_cols: tuple[str, ...]) -> pd.DataFrame:
 
 def fit_packed(pdf: pd.DataFrame, *, spec: TrainSpec) -> pd.DataFrame:
     """Fit every group of ``pdf`` (groups contiguous, e.g. sorted by key) and return their rows."""
-    pdf = pdf.reset_index(drop=True)
-    rows = [fit_group(key, pdf.iloc[s:e], spec=spec) for key, s, e in group_bounds(pdf, spec.group_cols)]
+    X, y, attempt = feature_matrix(pdf, spec), pdf[spec.label_col].to_numpy(), _task_attempt()
+    rows = [fit_arrays(key, X[s:e], y[s:e], spec=spec, attempt=attempt)
+            for key, s, e in group_bounds(pdf, spec.group_cols)]
     return rows_to_frame(rows, spec.group_cols)
 
 

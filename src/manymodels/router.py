@@ -1,9 +1,10 @@
 """The registered router model: one MLflow pyfunc per training run that predicts each row with its group's model.
 
-Its artifacts are an index (``index.parquet``: canonical key, status, error, relative model path,
-SHA-256, library versions) and one model file per trained group. ``load_context`` reads only the
-index; a group's model is read, checked against its SHA-256 and unpickled the first time a row of
-that group arrives, then kept in the process-wide ``MODEL_CACHE``.
+Its artifact is one Parquet file (``models.parquet``: canonical key, status, error, SHA-256, library
+versions, model bytes) written in row groups of ``ROW_GROUP`` models, so that logging copies one file
+however many groups there are. ``load_context`` reads every column but the bytes (the index); the
+first batch that needs a group's model reads its row group, checks the SHA-256 and unpickles it into
+the process-wide ``MODEL_CACHE``: each model is loaded once per process.
 
 Output columns: the key columns, ``prediction``, ``status`` (``ok``, ``unknown_group`` or the
 group's training status) and ``error`` (naming the key and the reason when there is no prediction).
@@ -20,19 +21,30 @@ from manymodels.keys import canonical_key, key_text
 from manymodels.serialization import MODEL_CACHE
 
 UNKNOWN_GROUP = "unknown_group"
-INDEX_FILE = "index.parquet"
-INDEX_COLUMNS = ("key", "status", "error", "path", "model_sha256", "library_versions")
+MODELS_FILE = "models.parquet"
+ROW_GROUP = 512
 
 
-def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load_blob, run_label: str = "") -> pd.DataFrame:
-    """Predict every row of ``df`` with its group's model (pure: ``load_blob(path) -> bytes`` reads a model file)."""
+def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load_blobs, run_label: str = "",
+                  pass_dataframe: bool = False) -> pd.DataFrame:
+    """Predict every row of ``df`` with its group's model.
+
+    Pure: ``index`` maps a canonical key to its entry (status, error, model_sha256, library_versions, ...);
+    ``load_blobs(entries) -> {sha: bytes}`` fetches the models not yet in ``MODEL_CACHE``, once per batch.
+    Models see the features as training gave them: a float matrix, or a DataFrame with ``pass_dataframe``.
+    """
     n = len(df)
     prediction = np.full(n, np.nan, dtype=object)
     status = np.full(n, "ok", dtype=object)
     error = np.full(n, None, dtype=object)
     X_all = df.loc[:, list(feature_cols)]
-    for key, positions in df.groupby(list(key_cols), sort=False, dropna=False).indices.items():
-        entry = index.get(canonical_key(key))
+    if not pass_dataframe:
+        X_all = X_all.to_numpy(dtype="float64", na_value=np.nan)
+    groups = [(key, positions, index.get(canonical_key(key)))
+              for key, positions in df.groupby(list(key_cols), sort=False, dropna=False).indices.items()]
+    missing = [e for _, _, e in groups if e is not None and e["status"] == "ok" and e["model_sha256"] not in MODEL_CACHE]
+    blobs = load_blobs(missing) if missing else {}
+    for key, positions, entry in groups:
         where = key_text(tuple(key_cols), key)
         if entry is None:
             status[positions] = UNKNOWN_GROUP
@@ -42,9 +54,10 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
             status[positions] = entry["status"]
             error[positions] = f"group {where} has no model: {entry['status']} in training ({entry['error']})"
             continue
-        model = MODEL_CACHE.get(lambda e=entry: load_blob(e["path"]), entry["model_sha256"],
-                                where=f"group {where} of {run_label}", versions=entry["library_versions"])
-        prediction[positions] = model.predict(X_all.iloc[positions])
+        sha = entry["model_sha256"]
+        model = MODEL_CACHE.get(lambda: blobs[sha], sha, where=f"group {where} of {run_label}",
+                                versions=entry["library_versions"])
+        prediction[positions] = model.predict(X_all.iloc[positions] if pass_dataframe else X_all[positions])
     out = df.loc[:, list(key_cols)].reset_index(drop=True)
     try:  # numeric predictions (regression, integer classes) as float; class labels stay as they are
         out["prediction"] = pd.to_numeric(pd.Series(prediction))
@@ -55,31 +68,109 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
     return out
 
 
+class PackedModels:
+    """Writer of the router's ``models.parquet``: fed model-table batches, one row group per ``ROW_GROUP`` rows."""
+
+    SCHEMA_COLUMNS = ("key", "status", "error", "model_sha256", "library_versions", "model")
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / MODELS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pending: list[pd.DataFrame] = []
+        self._n_pending = 0
+        self._writer = None
+
+    def __enter__(self):
+        return self
+
+    def add(self, batch: pd.DataFrame, key_cols) -> None:
+        keys = [list(canonical_key(k)) for k in batch[list(key_cols)].itertuples(index=False, name=None)]
+        frame = batch.loc[:, ["status", "error", "model_sha256", "library_versions", "model"]].assign(key=keys)
+        self._pending.append(frame.loc[:, list(self.SCHEMA_COLUMNS)])
+        self._n_pending += len(frame)
+        while self._n_pending >= ROW_GROUP:
+            self._flush(ROW_GROUP)
+
+    def _flush(self, n: int) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pending = pd.concat(self._pending, ignore_index=True)
+        head, rest = pending.iloc[:n], pending.iloc[n:]
+        table = pa.Table.from_pandas(head, preserve_index=False, schema=_packed_schema())
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table, row_group_size=n)
+        self._pending, self._n_pending = ([rest] if len(rest) else []), len(rest)
+
+    def __exit__(self, *exc) -> None:
+        import pyarrow.parquet as pq
+
+        if self._n_pending:
+            self._flush(self._n_pending)
+        if self._writer is None:  # no groups at all: an empty file with the schema
+            pq.write_table(_packed_schema().empty_table(), self.path)
+        else:
+            self._writer.close()
+
+
+def _packed_schema():
+    import pyarrow as pa
+
+    return pa.schema([("key", pa.list_(pa.string())), ("status", pa.string()), ("error", pa.string()),
+                      ("model_sha256", pa.string()), ("library_versions", pa.string()), ("model", pa.binary())])
+
+
 def read_index(path: str | Path) -> dict:
-    frame = pd.read_parquet(path)
-    return {tuple(k): row for k, row in zip(frame["key"], frame.drop(columns=["key"]).to_dict("records"))}
+    """Canonical key -> entry with the row group and row of its model in ``models.parquet``."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    index = {}
+    for rg in range(pf.num_row_groups):
+        frame = pf.read_row_group(rg, columns=["key", "status", "error", "model_sha256", "library_versions"]).to_pandas()
+        for row, rec in enumerate(frame.to_dict("records")):
+            rec.update(row_group=rg, row=row)
+            index[tuple(rec.pop("key"))] = rec
+    return index
+
+
+def read_blobs(path: str | Path, entries: list[dict]) -> dict[str, bytes]:
+    """Model bytes of ``entries``, reading each needed row group once."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    out = {}
+    for rg in sorted({e["row_group"] for e in entries}):
+        column = pf.read_row_group(rg, columns=["model"]).column("model")
+        for e in entries:
+            if e["row_group"] == rg:
+                out[e["model_sha256"]] = column[e["row"]].as_py()
+    return out
 
 
 class GroupRouter(mlflow.pyfunc.PythonModel):
     """Pyfunc that dispatches each row to its group's model (see the module docstring)."""
 
-    def __init__(self, key_cols, feature_cols, training_run_id: str):
+    def __init__(self, key_cols, feature_cols, training_run_id: str, pass_dataframe: bool = False):
         self.key_cols = list(key_cols)
         self.feature_cols = list(feature_cols)
         self.training_run_id = training_run_id
+        self.pass_dataframe = pass_dataframe
         self._root: Path | None = None
         self._index: dict | None = None
 
     def load_context(self, context):
         self._root = Path(context.artifacts["group_models"])
-        self._index = read_index(self._root / INDEX_FILE)
+        self._index = read_index(self._root / MODELS_FILE)
 
-    def _load_blob(self, rel_path: str) -> bytes:
-        return (self._root / rel_path).read_bytes()
+    def _load_blobs(self, entries: list[dict]) -> dict[str, bytes]:
+        return read_blobs(self._root / MODELS_FILE, entries)
 
     def predict(self, context, model_input, params=None):
         if self._index is None:
             self.load_context(context)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return route_predict(frame, key_cols=self.key_cols, feature_cols=self.feature_cols, index=self._index,
-                             load_blob=self._load_blob, run_label=f"training run {self.training_run_id}")
+                             load_blobs=self._load_blobs, run_label=f"training run {self.training_run_id}",
+                             pass_dataframe=self.pass_dataframe)

@@ -1,7 +1,7 @@
 """MLflow, from the driver only: the parent run, per-group artifacts, the registry and the router.
 
 Everything a training run logs is keyed by its ``training_run_id``: the MLflow run is found by tag
-and reused, group models go to deterministic paths (``models/<key path>/model.joblib``), and a
+and reused, group models go to deterministic paths (``models/<key path>.pkl``), and a
 registered version already made for the training run is reused. Logging the same training run
 again therefore replaces files instead of adding runs, artifacts or versions. The number of
 tracking calls per training run does not depend on the number of groups (artifact upload aside).
@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manymodels import serialization
+from manymodels import model_store, serialization
 from manymodels.config import on_databricks, project_home
-from manymodels.keys import canonical_key, key_path
+from manymodels.keys import key_path
+from manymodels.router import PackedModels
 from manymodels.schemas import METRIC_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 
 RUN_TAG = "manymodels.training_run_id"
-MODEL_FILE = "model.joblib"
 DEFAULT_EXPERIMENT = "manymodels"
 DEFAULT_MODEL_NAME = "manymodels_router"
 SPARK_TO_MLFLOW = {"bigint": "long", "int": "integer", "smallint": "integer", "tinyint": "integer",
@@ -108,31 +108,56 @@ def _params(table) -> dict[str, str]:
     return {k: str(v)[:500] for k, v in params.items()}
 
 
-def _stream_models(spark, table, out: Path) -> pd.DataFrame:
-    """Write each ok group's model file under ``out/models``; return the per-group metrics (no blobs).
+BATCH_ROWS = 2048
 
-    The model table is streamed partition by partition, so driver memory holds one partition of blobs.
+
+def iter_model_table(spark, table, columns: list[str]):
+    """The committed model table as pandas batches, never whole: bounded driver memory.
+
+    A folder version is read straight from its Parquet files; a table goes through Spark
+    partition by partition.
     """
+    version = table.version
+    if not model_store.is_table_name(version) and Path(version).is_dir():
+        import pyarrow.dataset as ds
+
+        for batch in ds.dataset(version, format="parquet").to_batches(columns=columns, batch_size=BATCH_ROWS):
+            yield batch.to_pandas()
+        return
+    rows = []
+    for row in table.read(spark).select(*columns).toLocalIterator(prefetchPartitions=True):
+        rows.append(row.asDict())
+        if len(rows) == BATCH_ROWS:
+            yield pd.DataFrame(rows, columns=columns)
+            rows = []
+    if rows:
+        yield pd.DataFrame(rows, columns=columns)
+
+
+def _stream_models(spark, table, out: Path) -> pd.DataFrame:
+    """Write every ok group's model to ``out/models/<key path>.pkl`` and the router's packed store
+    (``out/router``); return the per-group metrics (no blobs)."""
     keys = list(table.spec.group_cols)
     cols = keys + ["status", "error", "n_rows", "fit_seconds", *METRIC_COLUMNS, "model", "model_sha256",
                    "library_versions", "task_attempt"]
-    records, index = [], []
-    for row in table.read(spark).select(*cols).toLocalIterator(prefetchPartitions=True):
-        d = row.asDict()
-        key = tuple(d[k] for k in keys)
-        rel = f"models/{key_path(table.spec.group_cols, key)}/{MODEL_FILE}"
-        blob = d.pop("model")
-        if d["status"] == STATUS_OK:
-            path = out / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(blob)
-        index.append({"key": list(canonical_key(key)), "status": d["status"], "error": d["error"],
-                      "path": rel if d["status"] == STATUS_OK else None, "model_sha256": d["model_sha256"],
-                      "library_versions": d["library_versions"]})
-        d["artifact_path"] = rel if d["status"] == STATUS_OK else None
-        records.append(d)
-    pd.DataFrame(index).to_parquet(out / "index.parquet", index=False)
-    return pd.DataFrame.from_records(records)
+    frames = []
+    made_dirs: set[Path] = set()
+    with PackedModels(out / "router") as packed:
+        for batch in iter_model_table(spark, table, cols):
+            paths = []
+            for values, status, blob in zip(batch[keys].itertuples(index=False, name=None), batch["status"],
+                                            batch["model"]):
+                rel = f"models/{key_path(table.spec.group_cols, values)}.pkl" if status == STATUS_OK else None
+                if rel:
+                    path = out / rel
+                    if path.parent not in made_dirs:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        made_dirs.add(path.parent)
+                    path.write_bytes(blob)
+                paths.append(rel)
+            packed.add(batch, keys)
+            frames.append(batch.drop(columns=["model"]).assign(artifact_path=paths))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
 def summary_metrics(metrics: pd.DataFrame) -> dict[str, float]:
@@ -221,12 +246,10 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
         mlflow.set_tags({RUN_TAG: table.training_run_id, "manymodels.model_table": table.version,
                          "manymodels.model_table_location": table.location})
         mlflow.log_params({**_params(table), **{k: str(v) for k, v in (extra_params or {}).items()}})
-        router_dir = out / "router"
-        router_dir.mkdir()
-        metrics = _stream_models(spark, table, router_dir)
+        metrics = _stream_models(spark, table, out)
         mlflow.log_metrics(summary_metrics(metrics))
-        if (router_dir / "models").exists():
-            mlflow.log_artifacts(str(router_dir / "models"), "models")
+        if (out / "models").exists():
+            mlflow.log_artifacts(str(out / "models"), "models")
         metrics.to_parquet(out / "group_metrics.parquet", index=False)
         metrics.to_csv(out / "group_metrics.csv", index=False)
         mlflow.log_artifact(str(out / "group_metrics.parquet"))
@@ -240,8 +263,9 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
                 warnings.simplefilter("ignore")
                 info = mlflow.pyfunc.log_model(
                     name="router",
-                    python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id),
-                    artifacts={"group_models": str(router_dir)}, signature=_signature(table),
+                    python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id,
+                                             table.spec.pass_dataframe),
+                    artifacts={"group_models": str(out / "router")}, signature=_signature(table),
                     pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
             version = mlflow.register_model(info.model_uri, name, tags={RUN_TAG: table.training_run_id}).version
         else:

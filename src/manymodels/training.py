@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 
 import pandas as pd
@@ -19,7 +19,8 @@ from manymodels.fitting import GroupFitError, fit_stream, task_of
 from manymodels.planning import BIN_COL, plan
 from manymodels.schemas import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
 from manymodels.session import parallelism
-from manymodels.validation import check_columns, check_estimator, check_group_sizes, check_settings
+from manymodels.validation import (InputError, check_columns, check_estimator, check_group_sizes, check_settings,
+                                   short_list)
 
 FILE_KEY = "source_file"
 
@@ -46,14 +47,24 @@ class ModelTable:
             else spark.read.parquet(self.version)
 
 
-def make_spec(df, *, group_cols, feature_cols, label_col, estimator, params=None, task=None, seed=42,
-              min_rows=10, holdout_fraction=0.2, failure_policy="record", training_run_id=None) -> TrainSpec:
-    """Validate everything that can be checked without a Spark job and return the frozen spec."""
+SETTINGS = tuple(f.name for f in fields(TrainSpec) if f.name not in ("group_cols", "feature_cols", "label_col",
+                                                                      "estimator"))
+
+
+def make_spec(df, *, group_cols, feature_cols, label_col, estimator, params=None, **settings) -> TrainSpec:
+    """Validate everything that can be checked without a Spark job and return the frozen spec.
+
+    ``settings`` are the other ``TrainSpec`` fields (seed, min_rows, holdout_fraction, failure_policy,
+    training_run_id, task, pass_dataframe).
+    """
+    unknown = [k for k in settings if k not in SETTINGS]
+    if unknown:
+        raise InputError(f"Unknown setting(s) {short_list(unknown)}: expected one of {short_list(SETTINGS, 10)}.")
     estimator = check_estimator(estimator, params)
+    if not settings.get("training_run_id"):
+        settings["training_run_id"] = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     spec = TrainSpec(group_cols=tuple(group_cols), feature_cols=tuple(feature_cols), label_col=label_col,
-                     estimator=estimator, task=task, seed=seed, min_rows=min_rows,
-                     holdout_fraction=holdout_fraction, failure_policy=failure_policy,
-                     training_run_id=training_run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+                     estimator=estimator, **settings)
     check_settings(spec)
     check_columns(spec, dict(df.dtypes))
     return spec
@@ -95,21 +106,20 @@ def _assignment_schema(df, keys):
                       + [StructField(BIN_COL, IntegerType(), False)])
 
 
-def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None, task=None, seed=42,
-                    min_rows=10, holdout_fraction=0.2, failure_policy="record", training_run_id=None,
-                    location: str | None = None, tasks_per_core: int = 2) -> ModelTable:
+def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None,
+                    location: str | None = None, tasks_per_core: int = 2, **settings) -> ModelTable:
     """Fit a clone of ``estimator`` for every group of ``df`` in parallel and commit the model table.
 
     Input: ``group_cols`` (no nulls), numeric ``feature_cols``, ``label_col`` (rows with a null label are
-    dropped; a group left with fewer than ``min_rows`` rows is ``skipped``). Output: a ``ModelTable``
-    whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input raises ``InputError``
-    before the training job; ``failure_policy="raise"`` raises ``GroupFitError`` naming the group and
-    leaves the previously committed table untouched.
+    dropped; a group left with fewer than ``min_rows`` rows is ``skipped``); ``params`` are checked
+    against the estimator's; ``settings`` are ``TrainSpec`` fields (seed=42, min_rows=10,
+    holdout_fraction=0.2, failure_policy="record", training_run_id, task, pass_dataframe).
+    Output: a ``ModelTable`` whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input
+    raises ``InputError`` before the training job; ``failure_policy="raise"`` raises ``GroupFitError``
+    naming the group and leaves the previously committed table untouched.
     """
     spec = make_spec(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,
-                     estimator=estimator, params=params, task=task, seed=seed, min_rows=min_rows,
-                     holdout_fraction=holdout_fraction, failure_policy=failure_policy,
-                     training_run_id=training_run_id)
+                     estimator=estimator, params=params, **settings)
     start = time.perf_counter()
     table, n_parts = build_model_table(df, spec, tasks_per_core=tasks_per_core)
     return _commit(table, spec, location or model_store.default_location(), start, n_parts, dict(df.dtypes))
@@ -145,26 +155,23 @@ def read_files(spark, path: str, *, feature_cols, label_col, label_type: str = "
         cols.append(F.col(label_col).cast(label_type).alias(label_col))
     missing = [c for c in list(feature_cols) + [label_col] if c not in df.columns]
     if missing:
-        from manymodels.validation import InputError, short_list
         raise InputError(f"Column(s) {short_list(missing)} not found in the CSV files at {path}: found "
                          f"{short_list(df.columns, 12)}. Fix feature_cols / label_col or the files' header.")
     return df.select(*cols)
 
 
-def train_per_file(spark, path: str, *, feature_cols, label_col, estimator, params=None, task=None, seed=42,
-                   min_rows=10, holdout_fraction=0.2, failure_policy="record", training_run_id=None,
-                   location: str | None = None) -> ModelTable:
+def train_per_file(spark, path: str, *, feature_cols, label_col, estimator, params=None,
+                   location: str | None = None, **settings) -> ModelTable:
     """One model per input file: each gzipped CSV is one partition, so no shuffle is needed.
 
     The key column is ``source_file`` (the file's name). Spark may pack several small files into one
-    partition; their rows stay contiguous, which is all ``fit_stream`` needs.
+    partition; their rows stay contiguous, which is all ``fit_stream`` needs. ``settings`` as for
+    ``train_per_group``.
     """
-    label_type = "string" if task == "classification" else "double"
+    label_type = "string" if settings.get("task") == "classification" else "double"
     df = read_files(spark, path, feature_cols=feature_cols, label_col=label_col, label_type=label_type)
     spec = make_spec(df, group_cols=[FILE_KEY], feature_cols=feature_cols, label_col=label_col,
-                     estimator=estimator, params=params, task=task, seed=seed, min_rows=min_rows,
-                     holdout_fraction=holdout_fraction, failure_policy=failure_policy,
-                     training_run_id=training_run_id)
+                     estimator=estimator, params=params, **settings)
     start = time.perf_counter()
     table = df.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec))
     return _commit(table, spec, location or model_store.default_location("file_models"), start, -1,
