@@ -72,3 +72,14 @@ def read(spark, location: str):
     if is_table_name(location):
         return spark.read.table(location)
     return spark.read.parquet(current(location)["version"])
+
+
+def value_counts(spark, version: str, column: str) -> dict:
+    """Counts of each value of ``column`` in a committed version (a local folder is read with pyarrow, no job)."""
+    if not is_table_name(version) and Path(version).is_dir():
+        import pyarrow.dataset as ds
+
+        values = ds.dataset(version, format="parquet").to_table(columns=[column]).column(column).to_pandas()
+        return values.value_counts().to_dict()
+    frame = spark.read.table(version) if is_table_name(version) else spark.read.parquet(version)
+    return {r[column]: r["count"] for r in frame.groupBy(column).count().collect()}

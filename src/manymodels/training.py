@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import partial
 
 import pandas as pd
 
 from manymodels import model_store
-from manymodels.config import TrainSpec
+from manymodels.config import ARROW_MAX_RECORDS, TrainSpec
 from manymodels.fitting import GroupFitError, fit_stream, task_of
 from manymodels.planning import BIN_COL, plan
 from manymodels.schemas import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
@@ -23,6 +24,7 @@ from manymodels.validation import (InputError, check_columns, check_estimator, c
                                    short_list)
 
 FILE_KEY = "source_file"
+TRAIN_ARROW_BATCH_ROWS = 100_000
 
 
 @dataclass
@@ -125,9 +127,27 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     return _commit(table, spec, location or model_store.default_location(), start, n_parts, dict(df.dtypes))
 
 
+@contextmanager
+def _session_conf(spark, settings: dict[str, str]):
+    """Set session settings for one job and restore them after (Spark Connect safe)."""
+    old = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
 def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, input_types: dict) -> ModelTable:
     try:
-        version = model_store.write(table, location, spec.training_run_id)
+        # Large Arrow batches: fewer Python round trips; groups are sliced out of them anyway.
+        with _session_conf(table.sparkSession, {ARROW_MAX_RECORDS: str(TRAIN_ARROW_BATCH_ROWS)}):
+            version = model_store.write(table, location, spec.training_run_id)
     except Exception as exc:  # surface the worker's group error as the driver's own
         message = str(exc)
         if GroupFitError.__name__ in message:
@@ -137,7 +157,7 @@ def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, i
     result = ModelTable(location=location, version=version, spec=spec, n_groups=0, counts={},
                         wall_seconds=0.0, plan_partitions=n_parts, extra={"input_types": input_types,
                                                                           "task": task_of(spec)})
-    found = {row["status"]: row["count"] for row in result.read(table.sparkSession).groupBy("status").count().collect()}
+    found = model_store.value_counts(table.sparkSession, version, "status")
     result.counts = {s: int(found.get(s, 0)) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
     result.n_groups = sum(result.counts.values())
     result.wall_seconds = time.perf_counter() - start
