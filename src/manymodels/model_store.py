@@ -69,17 +69,24 @@ def current(location: str) -> dict:
 
 def read(spark, location: str):
     """The committed model table as a Spark DataFrame."""
-    if is_table_name(location):
-        return spark.read.table(location)
-    return spark.read.parquet(current(location)["version"])
+    return read_version(spark, location if is_table_name(location) else current(location)["version"])
+
+
+def read_version(spark, version: str):
+    """One written version (a table name or a version folder) as a Spark DataFrame."""
+    return spark.read.table(version) if is_table_name(version) else spark.read.parquet(version)
+
+
+def is_local_version(version: str) -> bool:
+    """A version folder the driver can read directly (no Spark job needed)."""
+    return not is_table_name(version) and Path(version).is_dir()
 
 
 def value_counts(spark, version: str, column: str) -> dict:
     """Counts of each value of ``column`` in a committed version (a local folder is read with pyarrow, no job)."""
-    if not is_table_name(version) and Path(version).is_dir():
+    if is_local_version(version):
         import pyarrow.dataset as ds
 
         values = ds.dataset(version, format="parquet").to_table(columns=[column]).column(column).to_pandas()
         return values.value_counts().to_dict()
-    frame = spark.read.table(version) if is_table_name(version) else spark.read.parquet(version)
-    return {r[column]: r["count"] for r in frame.groupBy(column).count().collect()}
+    return {r[column]: r["count"] for r in read_version(spark, version).groupBy(column).count().collect()}

@@ -118,7 +118,7 @@ def iter_model_table(spark, table, columns: list[str]):
     partition by partition.
     """
     version = table.version
-    if not model_store.is_table_name(version) and Path(version).is_dir():
+    if model_store.is_local_version(version):
         import pyarrow.dataset as ds
 
         for batch in ds.dataset(version, format="parquet").to_batches(columns=columns, batch_size=BATCH_ROWS):

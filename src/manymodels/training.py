@@ -45,8 +45,7 @@ class ModelTable:
         return self.spec.training_run_id
 
     def read(self, spark):
-        return spark.read.table(self.version) if model_store.is_table_name(self.version) \
-            else spark.read.parquet(self.version)
+        return model_store.read_version(spark, self.version)
 
 
 SETTINGS = tuple(f.name for f in fields(TrainSpec) if f.name not in ("group_cols", "feature_cols", "label_col",
