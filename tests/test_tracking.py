@@ -107,3 +107,19 @@ def test_new_training_run_gets_a_new_version_and_moves_the_alias(spark, mlflow_c
     second = tracking.log_training(spark, table, mlflow_ctx, name=NAME)
     assert second.run_id != first.run_id and int(second.version) == int(first.version) + 1
     assert str(MlflowClient().get_model_version_by_alias(NAME, "champion").version) == second.version
+
+
+def test_log_estimator_is_idempotent_per_run_key(mlflow_ctx):
+    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) ** 2})
+    model = LinearRegression().fit(X, 3 * X["a"] + 1)
+    first = tracking.log_estimator(model, mlflow_ctx, run_key="single-1", name="single_tests", input_example=X,
+                                   params={"rule": "mean"}, metrics={"score": 0.5},
+                                   tables={"members": pd.DataFrame({"member": [0, 1]})})
+    again = tracking.log_estimator(model, mlflow_ctx, run_key="single-1", name="single_tests", input_example=X)
+    assert (again.run_id, again.version, again.reused) == (first.run_id, first.version, True)
+    run = MlflowClient().get_run(first.run_id)
+    assert run.data.params["rule"] == "mean" and run.data.metrics["score"] == 0.5
+    assert {"members.parquet", "members.csv"} <= {a.path for a in MlflowClient().list_artifacts(first.run_id)}
+    loaded = mlflow.pyfunc.load_model(first.model_uri)
+    assert loaded.metadata.signature.inputs.input_names() == ["a", "b"]
+    np.testing.assert_allclose(loaded.predict(X.head(3)), model.predict(X.head(3)))

@@ -257,22 +257,82 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
         hist = _histogram(metrics, out / "metric_histogram.png")
         if hist:
             mlflow.log_artifact(str(hist))
-        existing = _existing_version(client, name, table.training_run_id) if _registered(client, name) else None
-        if existing is None:
-            with warnings.catch_warnings():  # type-hint and cloudpickle advice does not apply to this class
-                warnings.simplefilter("ignore")
-                info = mlflow.pyfunc.log_model(
-                    name="router",
-                    python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id,
-                                             table.spec.pass_dataframe),
-                    artifacts={"group_models": str(out / "router")}, signature=_signature(table),
-                    pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
-            version = mlflow.register_model(info.model_uri, name, tags={RUN_TAG: table.training_run_id}).version
-        else:
-            version = existing.version
-        client.set_registered_model_alias(name, alias, str(version))
-        mlflow.set_tag("manymodels.registered_version", f"{name}/{version}")
-    return LoggedTraining(run.info.run_id, name, str(version), alias, f"models:/{name}@{alias}", existing is not None)
+        def log():
+            return mlflow.pyfunc.log_model(
+                name="router",
+                python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id,
+                                         table.spec.pass_dataframe),
+                artifacts={"group_models": str(out / "router")}, signature=_signature(table),
+                pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
+
+        version, reused = _register_once(client, name, table.training_run_id, alias, log)
+    return LoggedTraining(run.info.run_id, name, version, alias, f"models:/{name}@{alias}", reused)
+
+
+def _register_once(client, name: str, run_key: str, alias: str, log_model) -> tuple[str, bool]:
+    """Register the model of ``run_key`` once (reusing a version already tagged with it) and point ``alias`` at it.
+
+    Called inside the active run; ``log_model()`` logs the model and returns its ModelInfo.
+    """
+    import mlflow
+
+    existing = _existing_version(client, name, run_key) if _registered(client, name) else None
+    if existing is None:
+        with warnings.catch_warnings():  # type-hint and cloudpickle advice does not apply to our classes
+            warnings.simplefilter("ignore")
+            info = log_model()
+        version = str(mlflow.register_model(info.model_uri, name, tags={RUN_TAG: run_key}).version)
+    else:
+        version = str(existing.version)
+    client.set_registered_model_alias(name, alias, version)
+    mlflow.set_tag("manymodels.registered_version", f"{name}/{version}")
+    return version, existing is not None
+
+
+def log_estimator(model, ctx: TrackingContext, *, run_key: str, name: str, input_example: pd.DataFrame,
+                  alias: str = "champion", params: dict | None = None, metrics: dict | None = None,
+                  tables: dict[str, pd.DataFrame] | None = None, files: list[str | Path] | None = None,
+                  tags: dict | None = None) -> LoggedTraining:
+    """One fitted scikit-learn-style model (a fold ensemble, a search's best model) through the same path as
+    the per-group router: one run found again by ``run_key``, params, metrics, result tables (Parquet and CSV),
+    extra files (plots), the model logged with a signature and explicit requirements, registered once per
+    ``run_key`` and aliased. Idempotent: logging the same ``run_key`` again reuses the run and the version."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    import manymodels
+
+    client = MlflowClient()
+    name = model_name(name)
+    run_id = _find_run(ctx, run_key)
+    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp, \
+            mlflow.start_run(run_id=run_id, experiment_id=ctx.experiment_id,
+                             run_name=None if run_id else run_key) as run:
+        out = Path(tmp)
+        mlflow.set_tags({RUN_TAG: run_key, **{k: str(v) for k, v in (tags or {}).items()}})
+        if params:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        if metrics:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for table_name, frame in (tables or {}).items():
+            frame.to_parquet(out / f"{table_name}.parquet", index=False)
+            frame.to_csv(out / f"{table_name}.csv", index=False)
+            mlflow.log_artifact(str(out / f"{table_name}.parquet"))
+            mlflow.log_artifact(str(out / f"{table_name}.csv"))
+        for f in files or []:
+            mlflow.log_artifact(str(f))
+        example = input_example.head(5)
+        signature = infer_signature(example, model.predict(example))
+
+        def log():
+            return mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=example,
+                                            pip_requirements=_requirements(),
+                                            code_paths=[str(Path(manymodels.__file__).parent)])
+
+        version, reused = _register_once(client, name, run_key, alias, log)
+    return LoggedTraining(run.info.run_id, name, version, alias, f"models:/{name}@{alias}", reused)
 
 
 def _registered(client, name: str) -> bool:
