@@ -37,6 +37,9 @@ class TrainSpec:
     failure_policy: FailurePolicy = "record"
     training_run_id: str = ""
     pass_dataframe: bool = False  # give estimators a DataFrame with feature names (slower; for column-selecting pipelines)
+    max_group_bytes: int = 2 << 30  # estimated worker memory of one group (see memory.py); larger groups are...
+    oversize: Literal["refuse", "subsample"] = "refuse"  # ...refused before the job, or trained on a seeded sample
+    sampled_from: tuple = ()  # set by the planner: ((canonical key, input rows), ...) of subsampled groups
 
     def __post_init__(self) -> None:
         # Accept lists from callers; store tuples so the spec is hashable and immutable.

@@ -23,7 +23,7 @@ from sklearn.base import clone, is_classifier
 
 from manymodels import serialization
 from manymodels.config import TrainSpec
-from manymodels.keys import group_seed, key_text
+from manymodels.keys import canonical_key, group_seed, key_text
 from manymodels.metrics import classification_metrics, metric_row, regression_metrics
 from manymodels.schemas import (
     FIXED_NAMES,
@@ -77,7 +77,7 @@ def _base_row(spec: TrainSpec, key: tuple, n_rows: int, seed: int, attempt: str 
     row = dict(zip(spec.group_cols, key))
     row.update({name: None for name in FIXED_NAMES})
     row.update({name: float("nan") for name in METRIC_COLUMNS})
-    row.update(n_rows=n_rows, n_train=0, n_holdout=0, fit_seconds=0.0, seed=seed,
+    row.update(n_rows=n_rows, n_rows_input=n_rows, n_train=0, n_holdout=0, fit_seconds=0.0, seed=seed,
                training_run_id=spec.training_run_id, model_format=serialization.MODEL_FORMAT,
                library_versions=serialization.library_versions(),
                task_attempt=_task_attempt() if attempt is None else attempt)
@@ -132,7 +132,8 @@ def fit_group(key: object, pdf: pd.DataFrame, *, spec: TrainSpec) -> dict:
     return fit_arrays(key, feature_matrix(pdf, spec), pdf[spec.label_col].to_numpy(), spec=spec)
 
 
-def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, attempt: str | None = None) -> dict:
+def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, attempt: str | None = None,
+               n_input: int | None = None) -> dict:
     """Fit one group given its feature matrix and labels (slices of a packed batch; no per-group DataFrame).
 
     The estimator sees a numpy array, or a DataFrame with the feature names when
@@ -141,6 +142,8 @@ def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, at
     key = key if isinstance(key, tuple) else (key,)
     seed = group_seed(spec.seed, key)
     row = _base_row(spec, key, len(y), seed, attempt)
+    if n_input is not None:
+        row["n_rows_input"] = n_input
     usable = ~pd.isna(y)
     n_usable = int(usable.sum())
     if n_usable == 0:
@@ -204,7 +207,9 @@ def rows_to_frame(rows: list[dict], key_cols: tuple[str, ...]) -> pd.DataFrame:
 def fit_packed(pdf: pd.DataFrame, *, spec: TrainSpec) -> pd.DataFrame:
     """Fit every group of ``pdf`` (groups contiguous, e.g. sorted by key) and return their rows."""
     X, y, attempt = feature_matrix(pdf, spec), pdf[spec.label_col].to_numpy(), _task_attempt()
-    rows = [fit_arrays(key, X[s:e], y[s:e], spec=spec, attempt=attempt)
+    sampled = dict(spec.sampled_from)
+    rows = [fit_arrays(key, X[s:e], y[s:e], spec=spec, attempt=attempt,
+                       n_input=sampled.get(canonical_key(key)) if sampled else None)
             for key, s, e in group_bounds(pdf, spec.group_cols)]
     return rows_to_frame(rows, spec.group_cols)
 

@@ -22,6 +22,7 @@ FIXED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("status", "string", "object"),
     ("error", "string", "object"),
     ("n_rows", "bigint", "int64"),
+    ("n_rows_input", "bigint", "int64"),  # rows of the group in the input; more than n_rows when subsampled
     ("n_train", "bigint", "int64"),
     ("n_holdout", "bigint", "int64"),
     ("fit_seconds", "double", "float64"),

@@ -9,14 +9,17 @@ from __future__ import annotations
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 
 import pandas as pd
+from pyspark.sql import functions as F
 
 from manymodels import model_store
 from manymodels.config import ARROW_MAX_RECORDS, TrainSpec
 from manymodels.fitting import GroupFitError, fit_stream, task_of
+from manymodels.keys import canonical_key
+from manymodels.memory import FRACTION_COL, check_group_memory, row_bytes, sample_fractions
 from manymodels.planning import BIN_COL, plan
 from manymodels.schemas import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
 from manymodels.session import parallelism
@@ -49,14 +52,14 @@ class ModelTable:
 
 
 SETTINGS = tuple(f.name for f in fields(TrainSpec) if f.name not in ("group_cols", "feature_cols", "label_col",
-                                                                      "estimator"))
+                                                                      "estimator", "sampled_from"))
 
 
 def make_spec(df, *, group_cols, feature_cols, label_col, estimator, params=None, **settings) -> TrainSpec:
     """Validate everything that can be checked without a Spark job and return the frozen spec.
 
     ``settings`` are the other ``TrainSpec`` fields (seed, min_rows, holdout_fraction, failure_policy,
-    training_run_id, task, pass_dataframe).
+    training_run_id, task, pass_dataframe, max_group_bytes, oversize).
     """
     unknown = [k for k in settings if k not in SETTINGS]
     if unknown:
@@ -86,25 +89,41 @@ def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
     spark = df.sparkSession
     sizes = group_sizes(df, spec.group_cols) if sizes is None else sizes
     check_group_sizes(spec.group_cols, sizes)
-    assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core)
     keys = list(spec.group_cols)
-    assign_df = spark.createDataFrame(assignment[keys + [BIN_COL]],
-                                      schema=_assignment_schema(df, keys))
+    over = check_group_memory(sizes, keys, row_bytes(dict(df.dtypes), keys, spec.feature_cols, spec.label_col),
+                              spec.max_group_bytes, spec.oversize)
+    assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core)
     cols = keys + list(spec.feature_cols) + [spec.label_col]
-    packed = (df.select(*cols)
-              .join(assign_df.hint("broadcast"), on=keys, how="inner")
+    extra = []
+    if len(over):  # oversize="subsample": keep a seeded, content-determined fraction of those groups' rows
+        assignment = assignment.merge(sample_fractions(over, keys), on=keys, how="left").fillna({FRACTION_COL: 1.0})
+        spec = replace(spec, sampled_from=tuple((canonical_key(tuple(r[k] for k in keys)), int(r["count"]))
+                                                for _, r in over.iterrows()))
+        extra = [FRACTION_COL]
+    assign_df = spark.createDataFrame(assignment[keys + [BIN_COL] + extra], schema=_assignment_schema(df, keys, extra))
+    packed = df.select(*cols).join(assign_df.hint("broadcast"), on=keys, how="inner")
+    if extra:
+        packed = packed.where(_uniform(cols, spec.seed) < F.col(FRACTION_COL)).drop(FRACTION_COL)
+    packed = (packed
               .repartition(n_parts, BIN_COL)
               .sortWithinPartitions(BIN_COL, *keys)
               .drop(BIN_COL))
     return packed.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec)), n_parts
 
 
-def _assignment_schema(df, keys):
-    from pyspark.sql.types import IntegerType, StructField, StructType
+def _assignment_schema(df, keys, extra=()):
+    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
     fields = {f.name: f for f in df.schema.fields}
     return StructType([StructField(k, fields[k].dataType, False) for k in keys]
-                      + [StructField(BIN_COL, IntegerType(), False)])
+                      + [StructField(BIN_COL, IntegerType(), False)]
+                      + [StructField(c, DoubleType(), False) for c in extra])
+
+
+def _uniform(cols, seed: int):
+    """A number in [0, 1) fixed by the row's content and the seed: the sample does not depend on partitioning."""
+    modulus = (1 << 31) - 1
+    return F.pmod(F.xxhash64(*[F.col(c) for c in cols], F.lit(int(seed))), F.lit(modulus)) / float(modulus)
 
 
 def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None,
@@ -114,7 +133,11 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     Input: ``group_cols`` (no nulls), numeric ``feature_cols``, ``label_col`` (rows with a null label are
     dropped; a group left with fewer than ``min_rows`` rows is ``skipped``); ``params`` are checked
     against the estimator's; ``settings`` are ``TrainSpec`` fields (seed=42, min_rows=10,
-    holdout_fraction=0.2, failure_policy="record", training_run_id, task, pass_dataframe).
+    holdout_fraction=0.2, failure_policy="record", training_run_id, task, pass_dataframe,
+    max_group_bytes=2 GiB, oversize="refuse"|"subsample"). A group whose estimated worker memory
+    (``memory.py``) exceeds ``max_group_bytes`` is refused before the training job with an
+    ``InputError`` naming it, or, with ``oversize="subsample"``, trained on a seeded sample (its
+    ``n_rows_input`` column keeps the original row count).
     Output: a ``ModelTable`` whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input
     raises ``InputError`` before the training job; ``failure_policy="raise"`` raises ``GroupFitError``
     naming the group and leaves the previously committed table untouched.
@@ -165,8 +188,6 @@ def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, i
 
 def read_files(spark, path: str, *, feature_cols, label_col, label_type: str = "double"):
     """Read gzipped CSV files (each one a partition) with the file name as the ``source_file`` key."""
-    from pyspark.sql import functions as F
-
     df = spark.read.option("header", "true").csv(path)
     cols = [F.col("_metadata.file_name").alias(FILE_KEY)]
     cols += [F.col(c).cast("double").alias(c) for c in feature_cols if c in df.columns]

@@ -85,6 +85,11 @@ def check_settings(spec: TrainSpec) -> None:
         raise InputError(f"holdout_fraction={spec.holdout_fraction}: expected a number in [0, 1).")
     if spec.min_rows < 1:
         raise InputError(f"min_rows={spec.min_rows}: expected at least 1.")
+    if spec.oversize not in ("refuse", "subsample"):
+        raise InputError(f"oversize={spec.oversize!r}: expected 'refuse' (error naming the group) or 'subsample'.")
+    if not isinstance(spec.max_group_bytes, int) or spec.max_group_bytes <= 0:
+        raise InputError(f"max_group_bytes={spec.max_group_bytes!r}: expected a positive number of bytes, "
+                         f"e.g. {1 << 30} for 1 GiB.")
 
 
 def check_group_sizes(key_cols: tuple[str, ...], sizes) -> None:
