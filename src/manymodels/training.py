@@ -20,7 +20,8 @@ from manymodels.config import ARROW_MAX_RECORDS, TrainSpec
 from manymodels.fitting import GroupFitError, fit_stream, task_of
 from manymodels.keys import canonical_key
 from manymodels.memory import FRACTION_COL, check_group_memory, row_bytes, sample_fractions
-from manymodels.planning import BIN_COL, plan
+from manymodels.planning import BIN_COL, partition_labels, plan
+from manymodels.progress import Progress
 from manymodels.schemas import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
 from manymodels.session import parallelism
 from manymodels.validation import (InputError, check_columns, check_estimator, check_group_sizes, check_settings,
@@ -108,7 +109,8 @@ def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
               .repartition(n_parts, BIN_COL)
               .sortWithinPartitions(BIN_COL, *keys)
               .drop(BIN_COL))
-    return packed.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec)), n_parts
+    task_groups = assignment.groupby(BIN_COL).size().reindex(partition_labels(n_parts), fill_value=0).tolist()
+    return packed.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec)), task_groups
 
 
 def _assignment_schema(df, keys, extra=()):
@@ -127,7 +129,8 @@ def _uniform(cols, seed: int):
 
 
 def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None,
-                    location: str | None = None, tasks_per_core: int = 2, **settings) -> ModelTable:
+                    location: str | None = None, tasks_per_core: int = 2, progress: float | bool | None = None,
+                    **settings) -> ModelTable:
     """Fit a clone of ``estimator`` for every group of ``df`` in parallel and commit the model table.
 
     Input: ``group_cols`` (no nulls), numeric ``feature_cols``, ``label_col`` (rows with a null label are
@@ -137,7 +140,8 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     max_group_bytes=2 GiB, oversize="refuse"|"subsample"). A group whose estimated worker memory
     (``memory.py``) exceeds ``max_group_bytes`` is refused before the training job with an
     ``InputError`` naming it, or, with ``oversize="subsample"``, trained on a seeded sample (its
-    ``n_rows_input`` column keeps the original row count).
+    ``n_rows_input`` column keeps the original row count). ``progress``: seconds between progress lines
+    on the console (default ``MANYMODELS_PROGRESS_SECONDS`` or 10; ``False`` for none).
     Output: a ``ModelTable`` whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input
     raises ``InputError`` before the training job; ``failure_policy="raise"`` raises ``GroupFitError``
     naming the group and leaves the previously committed table untouched.
@@ -145,8 +149,10 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     spec = make_spec(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,
                      estimator=estimator, params=params, **settings)
     start = time.perf_counter()
-    table, n_parts = build_model_table(df, spec, tasks_per_core=tasks_per_core)
-    return _commit(table, spec, location or model_store.default_location(), start, n_parts, dict(df.dtypes))
+    table, task_groups = build_model_table(df, spec, tasks_per_core=tasks_per_core)
+    with Progress(df.sparkSession, f"training {spec.training_run_id}", task_groups, progress):
+        return _commit(table, spec, location or model_store.default_location(), start, len(task_groups),
+                       dict(df.dtypes))
 
 
 @contextmanager
