@@ -16,39 +16,113 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("main", help="the main job on the embedded default: prepare, train, register, score")
-    m.add_argument("--groups", type=int, default=1000)
-    m.add_argument("--rows", type=int, default=200, help="mean rows per group")
+    # Underscore spellings = the notebooks' widget names = the bundle's job parameters.
+    m.add_argument("--groups", "--n_groups", type=int, default=1000)
+    m.add_argument("--rows", "--mean_rows", type=int, default=200, help="mean rows per group")
     m.add_argument("--estimator", default="sklearn.linear_model.LinearRegression")
     m.add_argument("--master", default=None, help="Spark master, e.g. spark://127.0.0.1:7077 (default local[*])")
 
     pr = sub.add_parser("prepare", help="write a synthetic panel (parquet and/or one gzipped CSV per group)")
-    pr.add_argument("--out", default=None)
-    pr.add_argument("--groups", type=int, default=1000)
-    pr.add_argument("--rows", type=int, default=200)
-    pr.add_argument("--sizes", default="poisson", choices=["uniform", "poisson", "zipf"])
+    pr.add_argument("--out", "--output_dir", default=None)
+    pr.add_argument("--groups", "--n_groups", type=int, default=1000)
+    pr.add_argument("--rows", "--mean_rows", type=int, default=200)
+    pr.add_argument("--sizes", "--size_distribution", default="poisson", choices=["uniform", "poisson", "zipf"])
     pr.add_argument("--layout", default="both", choices=["parquet", "gzip", "both"])
     pr.add_argument("--seed", type=int, default=7)
 
     t = sub.add_parser("train", help="train one model per group, log to MLflow and register the router")
-    t.add_argument("--input", required=True, help="table name, Parquet folder or CSV path")
+    t.add_argument("--input", "--input_path", required=True, help="table name, Parquet folder or CSV path")
     t.add_argument("--format", default=None, choices=["parquet", "csv", "table"])
-    t.add_argument("--group-cols", required=True, type=_csv)
-    t.add_argument("--feature-cols", required=True, type=_csv)
-    t.add_argument("--label-col", required=True)
+    t.add_argument("--group-cols", "--group_cols", required=True, type=_csv)
+    t.add_argument("--feature-cols", "--feature_cols", required=True, type=_csv)
+    t.add_argument("--label-col", "--label_col", required=True)
     t.add_argument("--estimator", default="sklearn.linear_model.LinearRegression")
-    t.add_argument("--params", default="{}", help="JSON object of estimator parameters")
-    t.add_argument("--model-name", default=None)
+    t.add_argument("--params", "--estimator_params", default="{}", help="JSON object of estimator parameters")
+    t.add_argument("--model-name", "--model_name", default=None)
     t.add_argument("--alias", default="champion")
     t.add_argument("--experiment", default=None)
-    t.add_argument("--table", default=None, help="model table location: folder or catalog.schema.table")
-    t.add_argument("--failure-policy", default="record", choices=["record", "raise"])
+    t.add_argument("--table", "--model_table", default=None, help="model table location: folder or catalog.schema.table")
+    t.add_argument("--failure-policy", "--failure_policy", default="record", choices=["record", "raise"])
     t.add_argument("--training-run-id", default=None)
     t.add_argument("--master", default=None)
+    _workspace_parser(sub)
     return p
+
+
+JOB_KEYS = ("nightly", "weekly_tuning", "fold_ensemble")
+
+
+def _workspace_parser(sub) -> None:
+    """`manymodels workspace ...`: a Databricks workspace through databricks-sdk (see manymodels.workspace)."""
+    from manymodels.workspace import DEFAULT_CATALOG, DEFAULT_SCHEMA, DEFAULT_VOLUME
+
+    ws = sub.add_parser("workspace", help="Databricks workspace: setup, upload, run a deployed job, promote "
+                        "(auth: DATABRICKS_HOST + the SDK's credentials, or --profile)")
+    wsub = ws.add_subparsers(dest="workspace_command", required=True)
+
+    def location(q, with_volume=True):
+        q.add_argument("--profile", default=None, help="profile of ~/.databrickscfg (default: the environment)")
+        q.add_argument("--catalog", default=DEFAULT_CATALOG)
+        q.add_argument("--schema", default=DEFAULT_SCHEMA)
+        if with_volume:
+            q.add_argument("--volume", default=DEFAULT_VOLUME)
+
+    location(wsub.add_parser("setup", help="create catalog.schema and the volume unless they exist"))
+    u = wsub.add_parser("upload", help="upload prepared data (gzipped per-group files or Parquet) to the volume")
+    location(u)
+    u.add_argument("--source", required=True, help="local file or folder, e.g. .manymodels/data/panel")
+    u.add_argument("--dest", default="panel", help="folder inside the volume (the jobs' default data_dir is panel)")
+    u.add_argument("--no-overwrite", dest="overwrite", action="store_false")
+    r = wsub.add_parser("run", help="run a job the bundle deployed, show progress, print the final state and URL")
+    r.add_argument("job", choices=JOB_KEYS)
+    r.add_argument("--profile", default=None)
+    r.add_argument("--target", default="dev", help="bundle target the job was deployed to")
+    r.add_argument("--job-id", type=int, default=None, help="skip the lookup by tag")
+    r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="job parameter (the notebook widget names), repeatable")
+    r.add_argument("--only", type=_csv, default=None, help="comma-separated task keys to run")
+    r.add_argument("--no-wait", dest="wait", action="store_false")
+    r.add_argument("--timeout", type=float, default=4 * 3600, help="seconds to wait for the run")
+    pm = wsub.add_parser("promote", help="register step: quality gate on @alias's run, then move @champion_alias")
+    pm.add_argument("--profile", default=None)
+    pm.add_argument("--model_name", required=True, help="catalog.schema.model")
+    pm.add_argument("--alias", default="challenger")
+    pm.add_argument("--champion_alias", default="champion")
+    pm.add_argument("--min_ok_fraction", type=float, default=0.95)
+
+
+def _workspace(args) -> int:
+    from manymodels import workspace
+
+    w = workspace.client(args.profile)
+    command = args.workspace_command
+    if command == "setup":
+        workspace.ensure_schema_and_volume(w, args.catalog, args.schema, args.volume)
+    elif command == "upload":
+        dest = workspace.volume_path(args.catalog, args.schema, args.volume, args.dest)
+        done = workspace.upload(w, args.source, dest, overwrite=args.overwrite)
+        print(f"{done.files} files, {done.bytes / 1e6:.1f} MB in {done.remote_dir}")
+    elif command == "run":
+        params = {}
+        for item in args.param:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise SystemExit(f"--param {item!r}: expected NAME=VALUE, e.g. --param n_groups=200")
+            params[name] = value
+        job_id = args.job_id or workspace.find_job(w, args.job, args.target).job_id
+        result = workspace.run_job(w, job_id, params, only=args.only, wait=args.wait, timeout_s=args.timeout)
+        if args.wait and not result.succeeded:
+            print(f"FAILED: {result.message or result.result_state}")
+            return 1
+    elif command == "promote":
+        workspace.promote(w, args.model_name, args.alias, args.champion_alias, args.min_ok_fraction)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "workspace":
+        return _workspace(args)
     from manymodels import jobs
 
     if args.command == "main":
