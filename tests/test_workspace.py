@@ -296,3 +296,54 @@ def test_cli_workspace_setup_and_promote_options(monkeypatch):
     assert cli.main(["workspace", "promote", "--model_name=c.s.m", "--alias=challenger",
                      "--champion_alias=champion", "--min_ok_fraction=0.9"]) == 0
     w.registered_models.set_alias.assert_called_once_with(full_name="c.s.m", alias="champion", version_num=2)
+
+
+# ---------------------------------------------------------------- Spark and MLflow on Databricks
+
+def _fake_databricks_connect(monkeypatch):
+    """databricks-connect conflicts with pyspark, so it is not installed here: a stand-in module."""
+    import sys
+    import types
+
+    made = []
+    builder = SimpleNamespace(getOrCreate=lambda: made.append("session") or "databricks-connect-session")
+    module = types.ModuleType("databricks.connect")
+    module.DatabricksSession = SimpleNamespace(builder=builder)
+    monkeypatch.setitem(sys.modules, "databricks.connect", module)
+    return made
+
+
+def test_session_uses_databricks_connect_when_installed_and_configured(monkeypatch):
+    from manymodels import session
+
+    made = _fake_databricks_connect(monkeypatch)
+    for name in session.DATABRICKS_CONNECT_ENV + ("DATABRICKS_RUNTIME_VERSION",):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "placeholder")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # restored by monkeypatch after the test
+    assert session.databricks_connect_session() is None, "not configured: no remote session"
+    monkeypatch.setenv("MANYMODELS_DATABRICKS_CONNECT", "0")
+    assert session.databricks_connect_session() is None and made == []
+    monkeypatch.setenv("DATABRICKS_CLUSTER_ID", "0123-456789-abcdefgh")
+    assert session.get_spark() == "databricks-connect-session" and made == ["session"]
+    import os
+
+    assert os.environ["MLFLOW_TRACKING_URI"] == "databricks"
+
+
+def test_session_without_databricks_connect_installed_falls_through(monkeypatch):
+    import sys
+
+    from manymodels import session
+
+    monkeypatch.setitem(sys.modules, "databricks.connect", None)  # import raises ImportError
+    monkeypatch.setenv("DATABRICKS_CLUSTER_ID", "0123-456789-abcdefgh")
+    assert session.databricks_connect_session() is None
+
+
+def test_unity_catalog_model_names_have_three_levels():
+    from manymodels import tracking
+
+    assert tracking.model_name("router", "main", "mm") == "main.mm.router"
+    assert tracking.model_name("main.mm.router", "other", "x") == "main.mm.router"
+    assert tracking.model_name("router") == "router"

@@ -1,8 +1,9 @@
 """The one place that decides which Spark session the code runs on.
 
-Order: the active session on Databricks; Spark Connect when ``SPARK_REMOTE`` is set; the given
-master (argument or ``MANYMODELS_SPARK_MASTER``, e.g. ``spark://host:7077``); otherwise local
-Spark on all cores with settings that suit pandas UDFs. Nothing here runs at import time.
+Order: the active session on Databricks; Databricks Connect when it is installed and configured
+(see ``databricks_connect_session``); Spark Connect when ``SPARK_REMOTE`` is set; the given master
+(argument or ``MANYMODELS_SPARK_MASTER``, e.g. ``spark://host:7077``); otherwise local Spark on all
+cores with settings that suit pandas UDFs. Nothing here runs at import time.
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def get_spark(master: str | None = None, app_name: str = "manymodels", conf: dic
 
     if on_databricks():
         return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+    if not master:
+        remote = databricks_connect_session()
+        if remote is not None:
+            return remote
     if os.environ.get("SPARK_REMOTE") and not master:
         return SparkSession.builder.remote(os.environ["SPARK_REMOTE"]).appName(app_name).getOrCreate()
     active = SparkSession.getActiveSession()
@@ -51,6 +56,32 @@ def get_spark(master: str | None = None, app_name: str = "manymodels", conf: dic
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+# Databricks Connect is used when one of these names the remote compute (or the first is "1", which
+# leaves the choice to the SDK profile: DATABRICKS_CONFIG_PROFILE or ~/.databrickscfg's DEFAULT).
+DATABRICKS_CONNECT_ENV = ("MANYMODELS_DATABRICKS_CONNECT", "DATABRICKS_CLUSTER_ID", "DATABRICKS_SERVERLESS_COMPUTE_ID")
+
+
+def databricks_connect_session():
+    """A Databricks Connect session, or None when databricks-connect is not installed or not configured.
+
+    databricks-connect replaces pyspark in the environment (``pip uninstall pyspark && pip install
+    "databricks-connect==<your runtime>.*"``), so it is not in the default environment. Configured means
+    ``DATABRICKS_CLUSTER_ID`` or ``DATABRICKS_SERVERLESS_COMPUTE_ID=auto`` (with the SDK's usual host and
+    credentials), or ``MANYMODELS_DATABRICKS_CONNECT=1`` with a profile that names the compute. The models
+    then belong in that workspace: MLflow defaults to the ``databricks`` tracking URI (and so the
+    ``databricks-uc`` registry, three-level model names) unless MLFLOW_TRACKING_URI says otherwise.
+    """
+    forced = os.environ.get(DATABRICKS_CONNECT_ENV[0], "").lower() in ("1", "true", "yes")
+    if not forced and not any(os.environ.get(name) for name in DATABRICKS_CONNECT_ENV[1:]):
+        return None
+    try:
+        from databricks.connect import DatabricksSession
+    except ImportError:
+        return None
+    os.environ.setdefault("MLFLOW_TRACKING_URI", "databricks")
+    return DatabricksSession.builder.getOrCreate()
 
 
 def local_cores(master: str) -> int | None:
