@@ -228,8 +228,9 @@ def _existing_version(client, name: str, training_run_id: str):
 
 
 def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None, alias: str = "champion",
-                 extra_params: dict | None = None) -> LoggedTraining:
-    """Log a committed model table as one MLflow run and register its router (idempotent per training run)."""
+                 extra_params: dict | None = None, tables: dict[str, pd.DataFrame] | None = None) -> LoggedTraining:
+    """Log a committed model table as one MLflow run and register its router (idempotent per training run).
+    ``tables``: extra result tables (e.g. a search's cv results) logged as Parquet and CSV artifacts."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -254,6 +255,10 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
         metrics.to_csv(out / "group_metrics.csv", index=False)
         mlflow.log_artifact(str(out / "group_metrics.parquet"))
         mlflow.log_artifact(str(out / "group_metrics.csv"))
+        for table_name, frame in (tables or {}).items():
+            for suffix in ("parquet", "csv"):
+                getattr(frame, f"to_{suffix}")(out / f"{table_name}.{suffix}", index=False)
+                mlflow.log_artifact(str(out / f"{table_name}.{suffix}"))
         hist = _histogram(metrics, out / "metric_histogram.png")
         if hist:
             mlflow.log_artifact(str(hist))
@@ -292,7 +297,7 @@ def _register_once(client, name: str, run_key: str, alias: str, log_model) -> tu
 def log_estimator(model, ctx: TrackingContext, *, run_key: str, name: str, input_example: pd.DataFrame,
                   alias: str = "champion", params: dict | None = None, metrics: dict | None = None,
                   tables: dict[str, pd.DataFrame] | None = None, files: list[str | Path] | None = None,
-                  tags: dict | None = None) -> LoggedTraining:
+                  tags: dict | None = None, serialization_format: str | None = None) -> LoggedTraining:
     """One fitted scikit-learn-style model (a fold ensemble, a search's best model) through the same path as
     the per-group router: one run found again by ``run_key``, params, metrics, result tables (Parquet and CSV),
     extra files (plots), the model logged with a signature and explicit requirements, registered once per
@@ -328,7 +333,7 @@ def log_estimator(model, ctx: TrackingContext, *, run_key: str, name: str, input
 
         def log():
             return mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=example,
-                                            pip_requirements=_requirements(),
+                                            pip_requirements=_requirements(), serialization_format=serialization_format,
                                             code_paths=[str(Path(manymodels.__file__).parent)])
 
         version, reused = _register_once(client, name, run_key, alias, log)

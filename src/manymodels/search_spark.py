@@ -1,0 +1,376 @@
+"""The thin Spark layer of hyperparameter search (the pure part is ``manymodels.search``).
+
+Global search (one dataset): the data is staged once as Parquet (a pandas frame written by the
+driver, a Spark DataFrame written by Spark) and every Python worker reads it at most once
+(``search.load_dataset`` caches it by fingerprint). The tasks travel as a small DataFrame of
+(candidate, fold) rows placed on exactly ``cores x tasks_per_core`` partitions, largest first,
+through one ``mapInPandas``: the data is never copied once per parameter set. Phase 1 gives every
+partition the same folds of every candidate; the remaining folds (if any) run in phase 2,
+bin-packed on the fit times measured in phase 1. The best candidate is refitted on all rows in
+one more task.
+
+Per-group search: group sizes -> bin packing -> sorted partitions -> one ``mapInPandas`` pass with
+many groups per call (the training machinery); each group's tasks run on that group's rows and
+its best candidate is refitted on all of them into a model-table row, so the model table, the
+MLflow run and the registered router are the per-group training's own.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manymodels import search as S
+from manymodels.config import ARROW_MAX_RECORDS, TrainSpec, on_databricks, project_home
+from manymodels.session import parallelism
+from manymodels.validation import InputError, short_list
+
+STAGING_ENV = "MANYMODELS_STAGING"
+DATABRICKS_STAGING = "/dbfs/tmp/manymodels/search_staging"
+GROUP_ARROW_BATCH_ROWS = 100_000
+
+
+def default_staging() -> str:
+    """A folder every worker can read: ``MANYMODELS_STAGING``; on Databricks the DBFS FUSE mount (a
+    ``/Volumes/...`` path is better: pass ``staging``); locally ``$MANYMODELS_HOME/search_staging``."""
+    if os.environ.get(STAGING_ENV):
+        return os.environ[STAGING_ENV]
+    return DATABRICKS_STAGING if on_databricks() else str(project_home() / "search_staging")
+
+
+def _spark_path(path: str) -> str:
+    """Spark's name of a FUSE path (``/dbfs/x`` is ``dbfs:/x``); other paths are the same for both."""
+    return "dbfs:" + path[len("/dbfs"):] if path.startswith("/dbfs/") else path
+
+
+@dataclass(frozen=True)
+class Staged:
+    path: str
+    fingerprint: str
+    n_rows: int
+
+
+def _is_spark(data) -> bool:
+    return hasattr(data, "sparkSession") and hasattr(data, "mapInPandas")
+
+
+def _check_input_columns(columns, spec: S.SearchSpec) -> None:
+    wanted = S.staged_columns(spec) + list(spec.group_cols)
+    missing = [c for c in dict.fromkeys(wanted) if c not in columns]
+    if missing:
+        raise InputError(f"Missing input column(s) {short_list(missing)}: expected the feature, label (and CV group / "
+                         f"order) columns, found {short_list(list(columns), 12)}. Fix the names or the input.")
+
+
+def stage(data, spec: S.SearchSpec, staging: str | None = None) -> Staged:
+    """Write the search's columns once where every worker can read them; return where and the fingerprint.
+
+    A pandas frame is content-addressed (same data, same file: written once); a Spark DataFrame is
+    written by Spark into a fresh folder (its part files are read back in partition order)."""
+    root = Path(staging or default_staging())
+    root.mkdir(parents=True, exist_ok=True)
+    cols = S.staged_columns(spec)
+    if _is_spark(data):
+        _check_input_columns(data.columns, spec)
+        token = uuid.uuid4().hex
+        path = root / f"spark-{token}"
+        data.select(*cols).write.parquet(_spark_path(str(path)))
+        import pyarrow.parquet as pq
+
+        n = sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet"))
+        return Staged(str(path), token, n)
+    if not isinstance(data, pd.DataFrame):
+        raise InputError(f"data is a {type(data).__name__}: expected a pandas or Spark DataFrame with the feature "
+                         "and label columns.")
+    _check_input_columns(data.columns, spec)
+    frame = data.loc[:, cols].reset_index(drop=True)
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    digest.update(json.dumps([[c, str(t)] for c, t in frame.dtypes.items()]).encode())
+    fingerprint = digest.hexdigest()[:32]
+    path = root / f"{fingerprint}.parquet"
+    if not path.exists():
+        tmp = root / f".{fingerprint}.{uuid.uuid4().hex}.tmp"
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)  # readers never see a half-written file
+    return Staged(str(path), fingerprint, len(frame))
+
+
+def _unstage(staged: Staged) -> None:
+    p = Path(staged.path)
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def _surface(exc: Exception) -> None:
+    """Raise the worker's SearchTaskError as the driver's own (the Spark error wraps it in a traceback)."""
+    message = str(exc)
+    if S.SearchTaskError.__name__ in message:
+        line = next((ln for ln in message.splitlines() if "SearchTaskError: " in ln), message)
+        raise S.SearchTaskError(line.split("SearchTaskError: ", 1)[-1].strip()) from exc
+
+
+def _ddl(columns) -> str:
+    return ", ".join(f"`{c}` {t}" for c, t in columns)
+
+
+@dataclass
+class SearchResult:
+    """A global search's outcome, named like ``GridSearchCV``'s attributes (``cv_results`` is a DataFrame)."""
+
+    cv_results: pd.DataFrame
+    best_index: int
+    best_params: dict
+    best_score: float
+    best_estimator: object | None
+    spec: S.SearchSpec
+    tasks: pd.DataFrame
+    input_example: pd.DataFrame
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def refit_key(self) -> str:
+        return self.spec.refit
+
+    def log(self, ctx, *, name: str, alias: str = "champion", run_key: str | None = None):
+        """The best model through ``tracking.log_estimator``: one run (keyed by the search id), the candidate
+        results as a table artifact, the best parameters as params, the model registered with ``alias``."""
+        from manymodels import tracking
+
+        if self.best_estimator is None:
+            raise InputError("This search ran with refit=False: there is no best model to log. Run it with refit=True.")
+        spec = self.spec
+        params = {**{k: v for k, v in self.best_params.items()}, "search.estimator": type(spec.estimator).__name__,
+                  "search.cv": repr(spec.cv), "search.scoring": ",".join(spec.scoring) or "estimator.score",
+                  "search.refit": spec.refit, "search.n_candidates": len(spec.candidates),
+                  "search.n_splits": spec.n_splits}
+        best = self.cv_results.iloc[self.best_index]
+        metrics = {f"best_mean_test_{k}": best[f"mean_test_{k}"] for k in spec.score_keys}
+        metrics.update({f"best_std_test_{k}": best[f"std_test_{k}"] for k in spec.score_keys})
+        metrics.update({f"{k}_seconds": v for k, v in self.timings.items()})
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+        return tracking.log_estimator(self.best_estimator, ctx, run_key=run_key or spec.search_id, name=name,
+                                      input_example=self.input_example, alias=alias, params=params, metrics=metrics,
+                                      tables={"cv_results": loggable(self.cv_results)},
+                                      tags={"manymodels.kind": "search"})
+
+
+def loggable(cv: pd.DataFrame) -> pd.DataFrame:
+    """cv_results with JSON params and string parameter columns (Parquet/CSV friendly)."""
+    out = cv.copy()
+    out["params"] = [S.json_params(p) if isinstance(p, dict) else p for p in out["params"]]
+    for c in [c for c in out if c.startswith("param_")]:
+        out[c] = out[c].map(lambda v: None if v is None else str(v))
+    return out
+
+
+def _search_id(given: str | None) -> str:
+    return given or f"search-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def _default_features(columns, label_col, roles) -> list[str]:
+    return [c for c in columns if c != label_col and c not in roles]
+
+
+def search(spark, data, *, label_col: str, estimator, feature_cols=None, param_grid=None, param_distributions=None,
+           n_iter: int = 10, cv=5, n_splits: int | None = None, shuffle: bool = False, scoring=None, refit=None,
+           cv_groups_col: str | None = None, order_col: str | None = None, seed: int = 42,
+           failure_policy: str = "record", refit_best: bool = True, staging: str | None = None,
+           tasks_per_core: int = 1, search_id: str | None = None) -> SearchResult:
+    """Global search: every (candidate, fold) of one dataset as an independent task on the cluster.
+
+    ``data`` is a pandas or Spark DataFrame (``feature_cols`` default: every column but the label, the
+    CV-group and the order column). Rows with a null label are dropped; rows keep the input's order
+    (a Spark DataFrame's partition order) unless ``order_col`` is given. A failing task scores NaN
+    with its error in ``cv_results['error']`` (``failure_policy="raise"`` stops with the task named).
+    Bad input raises ``InputError`` before any Spark job.
+    """
+    roles = [c for c in (cv_groups_col, order_col) if c]
+    feature_cols = feature_cols or _default_features(data.columns, label_col, roles)
+    spec = S.make_search_spec(estimator=estimator, feature_cols=feature_cols, label_col=label_col,
+                              param_grid=param_grid, param_distributions=param_distributions, n_iter=n_iter, cv=cv,
+                              n_splits=n_splits, shuffle=shuffle, scoring=scoring, refit=refit,
+                              cv_groups_col=cv_groups_col, order_col=order_col, seed=seed,
+                              failure_policy=failure_policy, search_id=_search_id(search_id))
+    _check_input_columns(data.columns, spec)
+    timings = {}
+    start = time.perf_counter()
+    staged = stage(data, spec, staging)
+    try:
+        S.check_fold_sizes(pd.DataFrame({"count": [staged.n_rows]}), (), spec.n_splits)
+        timings["stage"] = time.perf_counter() - start
+        tasks = _run_phases(spark, spec, staged, max(1, parallelism(spark) * tasks_per_core))
+        cv_results = S.aggregate(tasks, spec)
+        index, params, score = S.best_of(cv_results, spec)
+        timings["search"] = time.perf_counter() - start
+        model = _refit(spark, spec, staged, index) if refit_best else None
+        timings["refit"] = time.perf_counter() - start - timings["search"]
+    finally:
+        _unstage(staged)
+    example = (data.loc[:, list(spec.feature_cols)].head(5).reset_index(drop=True) if isinstance(data, pd.DataFrame)
+               else data.select(*spec.feature_cols).limit(5).toPandas())
+    return SearchResult(cv_results, index, params, score, model, spec, tasks, example, timings)
+
+
+def _run_phases(spark, spec: S.SearchSpec, staged: Staged, n_bins: int) -> pd.DataFrame:
+    """All tasks, in one or two jobs (see ``search.plan_phases``); the result rows of every task."""
+    results, measured = [], None
+    phases = S.plan_phases(spec, n_bins)
+    for i, folds in enumerate(phases):
+        plan = S.plan_tasks(spec, folds, n_bins, measured, round_robin=len(phases) > 1 and i == 0)
+        results.append(_task_job(spark, spec, staged, plan, n_bins))
+        done = pd.concat(results, ignore_index=True)
+        measured = done.groupby("candidate")["fit_time"].mean().to_dict()
+    return pd.concat(results, ignore_index=True)
+
+
+def _task_job(spark, spec: S.SearchSpec, staged: Staged, plan: pd.DataFrame, n_bins: int) -> pd.DataFrame:
+    tasks = spark.createDataFrame(plan[["task_id", "candidate", "fold", "label", "order"]],
+                                  schema="task_id long, candidate long, fold long, label int, order long")
+    body = partial(S.run_task_batches, spec=spec, path=staged.path, fingerprint=staged.fingerprint)
+    job = (tasks.repartition(n_bins, "label").sortWithinPartitions("order")
+           .mapInPandas(body, schema=_ddl(S.task_columns(spec))))
+    try:
+        return job.toPandas()
+    except Exception as exc:  # noqa: BLE001
+        _surface(exc)
+        raise
+
+
+def _refit(spark, spec: S.SearchSpec, staged: Staged, candidate: int):
+    """The best candidate fitted on all rows in one Spark task (the driver only unpickles the checked bytes)."""
+    from manymodels import serialization
+
+    body = partial(S.refit_batches, spec=spec, path=staged.path, fingerprint=staged.fingerprint, candidate=candidate)
+    row = (spark.range(0, 1, 1, 1).mapInPandas(body, schema="model binary, model_sha256 string, fit_seconds double")
+           .toPandas().iloc[0])
+    return serialization.loads(bytes(row["model"]), row["model_sha256"], where=f"search {spec.search_id} refit")
+
+
+# ---------------------------------------------------------------- per-group search
+
+@dataclass
+class GroupSearchResult:
+    """Per-group search: every group's cv rows, its best parameters, and the committed model table
+    (one refitted best model per group) that ``tracking.log_training`` logs and registers."""
+
+    cv_results: pd.DataFrame
+    best: pd.DataFrame
+    table: object  # training.ModelTable
+    spec: S.SearchSpec
+    timings: dict = field(default_factory=dict)
+
+    def log(self, spark, ctx, *, name: str | None = None, alias: str = "champion"):
+        from manymodels import tracking
+
+        spec = self.spec
+        extra = {"search.cv": repr(spec.cv), "search.scoring": ",".join(spec.scoring) or "estimator.score",
+                 "search.refit": spec.refit, "search.n_candidates": len(spec.candidates),
+                 "search.param_names": ",".join(dict.fromkeys(k for c in spec.candidates for k in c))}
+        best = self.best.copy()
+        best["best_params"] = [S.json_params(p) for p in best["best_params"]]
+        return tracking.log_training(spark, self.table, ctx, name=name, alias=alias, extra_params=extra,
+                                     tables={"cv_results": loggable(self.cv_results), "best_params": best})
+
+
+def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=None, param_grid=None,
+                     param_distributions=None, n_iter: int = 10, cv=5, n_splits: int | None = None,
+                     shuffle: bool = False, scoring=None, refit=None, cv_groups_col: str | None = None,
+                     order_col: str | None = None, seed: int = 42, failure_policy: str = "record",
+                     min_rows: int | None = None, location: str | None = None, staging: str | None = None,
+                     tasks_per_core: int = 2, training_run_id: str | None = None) -> GroupSearchResult:
+    """Search per group of a Spark DataFrame: best parameters for each group, refitted on the group's rows.
+
+    Seeds: every ``random_state`` is the group's seed (``keys.group_seed``), for the CV fits and the refit
+    alike. Rows are ordered by content (or ``order_col``, needed for time-series CV) before the split.
+    A group with fewer rows than folds is refused before any job (``InputError`` naming it); a group whose
+    every candidate fails gets a ``failed`` model-table row (or ``SearchTaskError`` under ``"raise"``).
+    """
+    from manymodels import model_store
+    from manymodels.planning import BIN_COL, plan
+    from manymodels.schemas import FIXED_NAMES
+    from manymodels.training import ModelTable, _assignment_schema, _session_conf, group_sizes
+    from manymodels.validation import check_columns, check_group_sizes
+
+    group_cols = tuple(group_cols)
+    roles = [*group_cols] + [c for c in (cv_groups_col, order_col) if c]
+    feature_cols = feature_cols or _default_features(df.columns, label_col, roles)
+    run_id = training_run_id or _search_id(None)
+    spec = S.make_search_spec(estimator=estimator, feature_cols=feature_cols, label_col=label_col,
+                              param_grid=param_grid, param_distributions=param_distributions, n_iter=n_iter, cv=cv,
+                              n_splits=n_splits, shuffle=shuffle, scoring=scoring, refit=refit,
+                              cv_groups_col=cv_groups_col, order_col=order_col, group_cols=group_cols, seed=seed,
+                              failure_policy=failure_policy, search_id=run_id)
+    if spec.cv_groups_col is None and "TimeSeries" in type(spec.cv).__name__ and not order_col:
+        raise InputError("Time-series CV per group needs order_col (the time column): rows reach each group in "
+                         "shuffle order.")
+    train_spec = TrainSpec(group_cols=group_cols, feature_cols=tuple(feature_cols), label_col=label_col,
+                           estimator=spec.estimator, seed=seed, min_rows=min_rows or spec.n_splits,
+                           holdout_fraction=0.0, failure_policy=failure_policy, training_run_id=run_id)
+    if not group_cols:
+        raise InputError("group_cols is empty: use search() for one dataset, or name the group key column(s).")
+    check_columns(train_spec, dict(df.dtypes))
+    _check_input_columns(df.columns, spec)
+    start, timings = time.perf_counter(), {}
+    sizes = group_sizes(df, group_cols)
+    check_group_sizes(group_cols, sizes)
+    S.check_fold_sizes(sizes, group_cols, spec.n_splits)
+    spark = df.sparkSession
+    assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core)
+    keys = list(group_cols)
+    assign_df = spark.createDataFrame(assignment[keys + [BIN_COL]], schema=_assignment_schema(df, keys))
+    cols = list(dict.fromkeys(keys + S.staged_columns(spec)))
+    packed = (df.select(*cols).join(assign_df.hint("broadcast"), on=keys, how="inner")
+              .repartition(n_parts, BIN_COL).sortWithinPartitions(BIN_COL, *keys).drop(BIN_COL))
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    columns = S.group_result_columns(spec, [(k, types[k]) for k in keys])
+    result = packed.mapInPandas(partial(S.search_stream, spec=spec, train_spec=train_spec), schema=_ddl(columns))
+    staged = Path(staging or default_staging()) / f"group-search-{uuid.uuid4().hex}"
+    try:
+        with _session_conf(spark, {ARROW_MAX_RECORDS: str(GROUP_ARROW_BATCH_ROWS)}):
+            try:
+                result.write.parquet(_spark_path(str(staged)))
+            except Exception as exc:  # noqa: BLE001
+                _surface(exc)
+                raise
+        timings["search"] = time.perf_counter() - start
+        rows = spark.read.parquet(_spark_path(str(staged)))
+        location = location or model_store.default_location("tuned_model_table")
+        version = model_store.write(rows.where(S.REFIT_ROW).select(*keys, *FIXED_NAMES), location, run_id)
+        cv_cols = keys + [c for c, _ in S.group_cv_columns(spec)]
+        cv_rows = rows.where(f"NOT {S.REFIT_ROW}").select(*cv_cols).toPandas()
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    cv_results = S.cv_table(cv_rows, spec).sort_values(keys + ["candidate"], ignore_index=True)
+    counts = model_store.value_counts(spark, version, "status")
+    table = ModelTable(location=location, version=version, spec=train_spec, n_groups=int(sum(counts.values())),
+                       counts={s: int(counts.get(s, 0)) for s in ("ok", "failed", "skipped")},
+                       wall_seconds=time.perf_counter() - start, plan_partitions=n_parts,
+                       extra={"input_types": dict(df.dtypes), "task": _task(train_spec)})
+    timings["total"] = table.wall_seconds
+    return GroupSearchResult(cv_results, best_per_group(cv_results, spec), table, spec, timings)
+
+
+def _task(train_spec: TrainSpec) -> str:
+    from manymodels.fitting import task_of
+
+    return task_of(train_spec)
+
+
+def best_per_group(cv_results: pd.DataFrame, spec: S.SearchSpec) -> pd.DataFrame:
+    """One row per group: its best candidate (rank 1 on ``refit``, first of ties), parameters and mean score."""
+    keys = list(spec.group_cols)
+    rank, mean = f"rank_test_{spec.refit}", f"mean_test_{spec.refit}"
+    best = (cv_results.sort_values(keys + [rank, "candidate"]).drop_duplicates(keys, keep="first")
+            [keys + ["candidate", "params", mean]].rename(columns={"params": "best_params", mean: "best_score"}))
+    return best.reset_index(drop=True)
