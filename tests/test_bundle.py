@@ -807,3 +807,18 @@ def test_notebook_check_catches_missing_and_plain_python_files(tmp_path):
     problems = notebook_problems(job_file) + widget_problems(job_file)
     assert len(problems) == 3, problems
     assert "first line" in problems[0] and "does not exist" in problems[1] and "'b'" in problems[2]
+
+
+def test_cli_underscore_options_equal_the_dash_options():
+    """Job parameters reach `manymodels train/main/prepare` under the widget names; the dash names stay."""
+    from manymodels.cli import _parser
+
+    parse = lambda *argv: vars(_parser().parse_args(list(argv)))  # noqa: E731
+    dashed = parse("train", "--input", "p", "--group-cols", "a,b", "--feature-cols", "x", "--label-col", "y",
+                   "--model-name", "m", "--table", "t", "--params", '{"alpha": 1}', "--failure-policy", "raise")
+    widgets = parse("train", "--input_path=p", "--group_cols=a,b", "--feature_cols=x", "--label_col=y",
+                    "--model_name=m", "--model_table=t", '--estimator_params={"alpha": 1}', "--failure_policy=raise")
+    assert dashed == widgets and widgets["group_cols"] == ["a", "b"] and widgets["table"] == "t"
+    assert parse("main", "--n_groups", "5", "--mean_rows", "7") == parse("main", "--groups", "5", "--rows", "7")
+    assert parse("prepare", "--output_dir=o", "--n_groups=5", "--size_distribution=zipf") == \
+        parse("prepare", "--out", "o", "--groups", "5", "--sizes", "zipf")
