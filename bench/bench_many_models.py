@@ -6,7 +6,8 @@ Spark session start (reported separately):
   (b) the naive pattern: groupBy(key).applyInPandas returning (key, rows, pickled model), Spark defaults
   (c) manymodels.train_per_group, including the atomic model-table write, without MLflow
   (d) (c) plus all MLflow logging and registration (local sqlite store)
-and a Zipf-skewed panel of the same total rows against the uniform one. Every figure is the best of
+and a Zipf-skewed panel of the same total rows against the uniform one. Every method reads the same
+Parquet input, written by ``data.write_parquet`` in row groups Spark can split across the cores. Every figure is the best of
 ``--repeat`` runs (default 2) for every method alike. The last line is
 ``RESULT efficiency_5000=... speedup_vs_naive_5000=... skew_ratio=... mlflow_models_per_s=...``
 for the LinearRegression 5,000-group runs.
@@ -29,7 +30,7 @@ from sklearn.linear_model import LinearRegression, Ridge
 
 from manymodels import tracking
 from manymodels.config import PanelSpec
-from manymodels.data import feature_names, make_panel
+from manymodels.data import feature_names, make_panel, write_parquet
 from manymodels.session import get_spark, local_cores
 from manymodels.training import train_per_group
 
@@ -83,9 +84,7 @@ def manymodels_train(spark, path: str, make, location: str, run_id: str):
 
 def write_panel(spec: PanelSpec, root: Path) -> tuple[str, pd.DataFrame]:
     rows, _ = make_panel(spec)
-    path = root / f"panel_{spec.size_distribution}_{spec.n_groups}"
-    path.mkdir(parents=True, exist_ok=True)
-    rows.to_parquet(path / "part-0.parquet", index=False)
+    path = write_parquet(rows, root / f"panel_{spec.size_distribution}_{spec.n_groups}")
     return str(path), rows
 
 

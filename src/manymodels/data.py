@@ -83,12 +83,19 @@ def write_gzip_per_group(rows: pd.DataFrame, key_cols, out_dir: str | Path) -> l
     return paths
 
 
+PARQUET_ROW_GROUP_ROWS = 131_072
+
+
 def write_parquet(rows: pd.DataFrame, out_dir: str | Path, partition_cols=None) -> Path:
-    """Layout (b): Parquet with the group key columns (optionally partitioned by some of them)."""
+    """Layout (b): Parquet with the group key columns (optionally partitioned by some of them).
+
+    Row groups of at most ``PARQUET_ROW_GROUP_ROWS`` rows: Spark splits a scan at row-group
+    boundaries only, so one big row group would be read (and shuffled) by a single task on one core.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows.to_parquet(out / "part-0.parquet" if not partition_cols else out, index=False,
-                    partition_cols=partition_cols)
+                    partition_cols=partition_cols, row_group_size=PARQUET_ROW_GROUP_ROWS)
     return out
 
 
