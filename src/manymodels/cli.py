@@ -45,11 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--failure-policy", "--failure_policy", default="record", choices=["record", "raise"])
     t.add_argument("--training-run-id", default=None)
     t.add_argument("--master", default=None)
+
+    tu = sub.add_parser("tune", help="hyperparameter search (global or per group), logged and registered; "
+                        "options = notebook 03's widgets")
+    for name, default in TUNE_OPTIONS.items():  # == search_spark.TUNE_DEFAULTS (a test checks), kept cheap to import
+        tu.add_argument(f"--{name}", default=default)
     _workspace_parser(sub)
     return p
 
 
 JOB_KEYS = ("nightly", "weekly_tuning", "fold_ensemble")
+TUNE_OPTIONS = {"input_path": "", "label_col": "target", "estimator": "sklearn.ensemble.RandomForestRegressor",
+                "param_grid": '{"n_estimators": [10, 20, 50]}', "cv": "3", "scoring": "r2", "group_cols": "",
+                "model_name": "manymodels_tuned", "alias": "champion", "experiment": ""}
 
 
 def _workspace_parser(sub) -> None:
@@ -140,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             alias=args.alias, experiment=args.experiment, location=args.table, fmt=args.format,
             failure_policy=args.failure_policy, training_run_id=args.training_run_id)
         print(jobs.summarize(result, None, None, sum(result.timings.values())))
+    elif args.command == "tune":
+        from manymodels.search_spark import tune
+        from manymodels.session import get_spark
+
+        print(tune(get_spark(), **{name: getattr(args, name) for name in TUNE_OPTIONS}).summary())
     return 0
 
 

@@ -20,6 +20,7 @@ and ``check_fold_sizes`` for a group (or dataset) with fewer rows than folds (na
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from collections import OrderedDict
@@ -292,7 +293,8 @@ def task_columns(spec: SearchSpec) -> list[tuple[str, str]]:
     cols = [("task_id", "bigint"), ("candidate", "bigint"), ("fold", "bigint"), ("status", "string"),
             ("error", "string"), ("fit_time", "double"), ("score_time", "double"), ("n_train", "bigint"),
             ("n_test", "bigint")]
-    return cols + [(f"test_{k}", "double") for k in spec.score_keys] + [("task_attempt", "string")]
+    return cols + [(f"test_{k}", "double") for k in spec.score_keys] + [
+        ("task_attempt", "string"), ("worker_pid", "bigint"), ("data_loads", "bigint")]
 
 
 def run_task(spec: SearchSpec, data: Dataset, estimator, scorers: dict, candidate: int, fold: int,
@@ -486,7 +488,8 @@ def run_task_batches(batches: Iterator[pd.DataFrame], *, spec: SearchSpec, path:
     for batch in batches:
         for task_id, candidate, fold in batch[["task_id", "candidate", "fold"]].itertuples(index=False):
             row = run_task(spec, data, estimator, scorers, int(candidate), int(fold))
-            row.update(task_id=int(task_id), task_attempt=attempt)
+            # worker_pid and data_loads show the dataset was read once per Python worker, not once per task
+            row.update(task_id=int(task_id), task_attempt=attempt, worker_pid=os.getpid(), data_loads=LOADS["count"])
             yield pd.DataFrame([row], columns=columns)
 
 
