@@ -157,10 +157,18 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
 
 @contextmanager
 def _session_conf(spark, settings: dict[str, str]):
-    """Set session settings for one job and restore them after (Spark Connect safe)."""
-    old = {k: spark.conf.get(k, None) for k in settings}
+    """Set session settings for one job and restore them after (Spark Connect safe).
+
+    They are tuning only: a setting the session refuses (Databricks serverless allows few) is skipped.
+    """
+    old = {}
     for k, v in settings.items():
-        spark.conf.set(k, v)
+        try:
+            previous = spark.conf.get(k, None)
+            spark.conf.set(k, v)
+            old[k] = previous
+        except Exception:  # noqa: BLE001 - e.g. CONFIG_NOT_AVAILABLE on serverless: run with the default
+            continue
     try:
         yield
     finally:
