@@ -50,8 +50,19 @@ def _parser() -> argparse.ArgumentParser:
                         "options = notebook 03's widgets")
     for name, default in TUNE_OPTIONS.items():  # == search_spark.TUNE_DEFAULTS (a test checks), kept cheap to import
         tu.add_argument(f"--{name}", default=default)
+    e = sub.add_parser("ensemble", help="fold/sample ensemble study: members in parallel on Spark, four "
+                       "combination rules, KDE plot; log + register (options = notebook 04's widgets)")
+    for name, default in ENSEMBLE_OPTIONS.items():
+        e.add_argument(f"--{name}", default=default)
+    e.add_argument("--master", default=None)
     _workspace_parser(sub)
     return p
+
+
+# `manymodels ensemble` options: exactly the widgets of notebooks/04_fold_ensemble.py (all strings).
+ENSEMBLE_OPTIONS = {"n_samples": "100000", "n_members": "5", "sampling": "disjoint", "combine": "mean",
+                    "learner": "sklearn.ensemble.HistGradientBoostingClassifier",
+                    "model_name": "manymodels_fold_ensemble", "alias": "champion", "experiment": ""}
 
 
 JOB_KEYS = ("nightly", "weekly_tuning", "fold_ensemble")
@@ -153,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         from manymodels.session import get_spark
 
         print(tune(get_spark(), **{name: getattr(args, name) for name in TUNE_OPTIONS}).summary())
+    elif args.command == "ensemble":
+        from manymodels.ensemble_spark import format_study, run_study
+        from manymodels.session import get_spark
+
+        print(format_study(run_study(get_spark(args.master), **{n: getattr(args, n) for n in ENSEMBLE_OPTIONS})))
     return 0
 
 
