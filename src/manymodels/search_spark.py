@@ -162,7 +162,8 @@ class SearchResult:
         return tracking.log_estimator(self.best_estimator, ctx, run_key=run_key or spec.search_id, name=name,
                                       input_example=self.input_example, alias=alias, params=params, metrics=metrics,
                                       tables={"cv_results": loggable(self.cv_results)},
-                                      tags={"manymodels.kind": "search"})
+                                      tags={"manymodels.kind": "search"},
+                                      serialization_format="cloudpickle")  # skops refuses tree models on load
 
 
 def loggable(cv: pd.DataFrame) -> pd.DataFrame:
