@@ -513,3 +513,11 @@ def format_study(result: StudyResult) -> str:
                      f"{result.logged.run_id})")
     lines.append(result.result_line)
     return "\n".join(lines)
+
+
+def image_html(path: str | Path) -> str:
+    """An ``<img>`` tag with the PNG inlined (for ``displayHTML`` in a Databricks notebook)."""
+    import base64
+
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
