@@ -26,17 +26,19 @@ ROW_GROUP = 512
 
 
 def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load_blobs, run_label: str = "",
-                  pass_dataframe: bool = False) -> pd.DataFrame:
+                  pass_dataframe: bool = False, with_proba: bool = False) -> pd.DataFrame:
     """Predict every row of ``df`` with its group's model.
 
     Pure: ``index`` maps a canonical key to its entry (status, error, model_sha256, library_versions, ...);
     ``load_blobs(entries) -> {sha: bytes}`` fetches the models not yet in ``MODEL_CACHE``, once per batch.
     Models see the features as training gave them: a float matrix, or a DataFrame with ``pass_dataframe``.
+    ``with_proba`` adds ``probabilities`` (class -> probability) for classifiers.
     """
     n = len(df)
     prediction = np.full(n, np.nan, dtype=object)
     status = np.full(n, "ok", dtype=object)
     error = np.full(n, None, dtype=object)
+    proba = np.full(n, None, dtype=object)
     X_all = df.loc[:, list(feature_cols)]
     if not pass_dataframe:
         X_all = X_all.to_numpy(dtype="float64", na_value=np.nan)
@@ -57,12 +59,21 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
         sha = entry["model_sha256"]
         model = MODEL_CACHE.get(lambda: blobs[sha], sha, where=f"group {where} of {run_label}",
                                 versions=entry["library_versions"])
-        prediction[positions] = model.predict(X_all.iloc[positions] if pass_dataframe else X_all[positions])
+        X = X_all.iloc[positions] if pass_dataframe else X_all[positions]
+        if with_proba and hasattr(model, "predict_proba"):
+            p = model.predict_proba(X)
+            classes = [str(c) for c in model.classes_]
+            prediction[positions] = np.asarray(model.classes_, dtype=object)[p.argmax(axis=1)]
+            proba[positions] = [dict(zip(classes, row)) for row in p.tolist()]
+        else:
+            prediction[positions] = model.predict(X)
     out = df.loc[:, list(key_cols)].reset_index(drop=True)
     try:  # numeric predictions (regression, integer classes) as float; class labels stay as they are
-        out["prediction"] = pd.to_numeric(pd.Series(prediction))
+        out["prediction"] = pd.Series(prediction) if with_proba else pd.to_numeric(pd.Series(prediction))
     except (ValueError, TypeError):
         out["prediction"] = pd.Series(prediction)
+    if with_proba:
+        out["probabilities"] = proba
     out["status"] = status
     out["error"] = error
     return out

@@ -83,6 +83,7 @@ class ModelCache:
         self._models: dict[str, object] = {}
         self._lock = threading.Lock()
         self.loads = 0  # how many blobs were actually deserialized (tests count this)
+        self.loaded: list[str] = []  # their SHA-256s, in load order
 
     def __contains__(self, sha: str) -> bool:
         return sha in self._models
@@ -99,12 +100,14 @@ class ModelCache:
                 warn_on_version_mismatch(versions, where)
                 self._models[sha] = model
                 self.loads += 1
+                self.loaded.append(sha)
         return model
 
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
             self.loads = 0
+            self.loaded = []
 
 
 MODEL_CACHE = ModelCache()

@@ -346,3 +346,84 @@ def _registered(client, name: str) -> bool:
         return True
     except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST
         return False
+
+
+# ---------------------------------------------------------------- scoring: registered models as the workers need them
+
+def _resolve_version(client, source: str):
+    """A model version from ``models:/name@alias``, ``models:/name/N`` or the MLflow run id of a training run."""
+    from manymodels.validation import InputError
+
+    try:
+        if source.startswith("models:/"):
+            name, _, ref = source[len("models:/"):].partition("@")
+            if ref:
+                return client.get_model_version_by_alias(name, ref)
+            name, _, number = source[len("models:/"):].rpartition("/")
+            return client.get_model_version(name, number)
+        found = client.search_model_versions(f"run_id = '{source}'")
+    except Exception as exc:  # noqa: BLE001 - the registry says what is missing
+        raise InputError(f"Model {source!r} not found in the registry at {client._registry_uri}: "
+                         f"{type(exc).__name__}: {str(exc)[:300]}. Check the name and alias (or version); "
+                         "`manymodels train` registers the router with the alias 'champion'.") from exc
+    if not found:
+        raise InputError(f"No registered model was logged by MLflow run {source!r}: pass 'models:/<name>@<alias>' "
+                         "or the run id of a training run that registered its router.")
+    return found[0]
+
+
+def router_models(source: str, staging: str, stage):
+    """The registered router of ``source`` as ``inference.GroupModels``: its packed store is copied once per
+    version to ``staging`` (a path every worker can read) with a small JSON of its columns next to it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from manymodels.inference import GroupModels
+
+    client = MlflowClient()
+    mv = _resolve_version(client, source)
+    label = f"{mv.name}/{mv.version}"
+    folder = Path(staging) / f"{mv.name}@v{mv.version}"
+    meta_path = folder / "columns.json"
+    if not meta_path.exists():
+        with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp)
+            pyfunc = mlflow.pyfunc.load_model(local)
+            router = pyfunc.unwrap_python_model()
+            router.load_context(pyfunc._model_impl.context)
+            signature = pyfunc.metadata.signature
+            outputs = {c.name: c.type.name for c in signature.outputs.inputs} if signature else {}
+            meta = {"key_cols": router.key_cols, "feature_cols": router.feature_cols,
+                    "task": "classification" if outputs.get("prediction") == "string" else "regression",
+                    "types": {c.name: c.type.name for c in signature.inputs.inputs} if signature else {},
+                    "run": router.training_run_id}
+            stage(router._root / "models.parquet", staging, folder.name)
+            tmp_meta = folder / f".columns.{os.getpid()}"
+            tmp_meta.write_text(json.dumps(meta))
+            os.replace(tmp_meta, meta_path)
+    meta = json.loads(meta_path.read_text())
+    types = meta["types"]
+    return GroupModels(str(folder), tuple(meta["key_cols"]), tuple(meta["feature_cols"]), meta["task"], label,
+                       f"training run {meta['run']} ({label})", {c: types.get(c, "double") for c in meta["feature_cols"]})
+
+
+def load_for_scoring(uri: str):
+    """``(model object, version label, {input column: MLflow type})`` of any MLflow model URI; scikit-learn
+    flavors load as the estimator itself, others as a pyfunc."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from manymodels.validation import InputError
+
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"MLflow model {uri!r} not found: {type(exc).__name__}: {str(exc)[:300]}. Check the URI "
+                         "(models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path>).") from exc
+    model = mlflow.sklearn.load_model(uri) if "sklearn" in info.flavors else mlflow.pyfunc.load_model(uri)
+    types = {c.name: c.type.name for c in info.signature.inputs.inputs} if info.signature else {}
+    version = uri
+    if uri.startswith("models:/"):
+        mv = _resolve_version(MlflowClient(), uri)
+        version = f"{mv.name}/{mv.version}"
+    return model, version, types

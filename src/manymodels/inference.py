@@ -1,0 +1,295 @@
+"""Batch scoring on Spark: per group with a training run's models, or with one model over a large table.
+
+Models are loaded once per Python worker: ``serialization.MODEL_CACHE`` (an importable module, keyed
+by SHA-256, checked before unpickling) holds them for the life of the worker process, and the
+per-group store's index is read once per process too. No ``sparkContext``, RDD or broadcast: the
+per-group models are read by the workers from a packed Parquet store (``router.PackedModels``) at a
+path they can see, and a single model travels as bytes inside the UDF (its SHA-256 is the cache key).
+
+Output columns: the key columns (per group), the pass-through columns, ``prediction``,
+``probabilities`` (class -> probability, classifiers), ``status`` / ``error`` (per group:
+``ok``, ``unknown_group`` or the group's training status; never a failed job) and ``model_version``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from manymodels import serialization
+from manymodels.config import project_home
+from manymodels.router import MODELS_FILE, read_blobs, read_index, route_predict
+from manymodels.validation import InputError, short_list
+
+SPARK_NUMERIC = {"double", "float", "bigint", "int", "smallint", "tinyint", "decimal", "boolean"}
+MLFLOW_NUMERIC = {"double", "float", "long", "integer", "boolean"}
+
+
+@dataclass(frozen=True)
+class GroupModels:
+    """Where the workers find a training run's models and how to call them."""
+
+    store: str  # folder holding models.parquet, readable by every worker
+    key_cols: tuple[str, ...]
+    feature_cols: tuple[str, ...]
+    task: str  # regression | classification
+    version: str  # e.g. "manymodels_router/3" or the training run id
+    run_label: str
+    feature_types: dict = field(default_factory=dict)  # column -> MLflow type from the signature
+
+
+# ---------------------------------------------------------------- driver-side checks (pure)
+
+def check_features(input_types: dict[str, str], expected: dict[str, str], asked=None, *, what: str) -> list[str]:
+    """Feature columns to score with, checked against the model's: missing, extra or non-numeric is an
+    ``InputError`` naming the columns. ``input_types`` are Spark simple types, ``expected`` MLflow types."""
+    features = list(asked) if asked else list(expected)
+    extra = [c for c in features if expected and c not in expected]
+    if extra:
+        raise InputError(f"Feature column(s) {short_list(extra)} are not inputs of {what}, whose signature expects "
+                         f"{short_list(list(expected), 12)}. Drop them from feature_cols.")
+    missing = [c for c in features if c not in input_types]
+    if missing:
+        raise InputError(f"The data to score lacks feature column(s) {short_list(missing)} that {what} needs: found "
+                         f"{short_list(list(input_types), 12)}. Add them or rename the input's columns.")
+    wrong = [f"{c} ({input_types[c]})" for c in features
+             if input_types[c].split("(")[0] not in SPARK_NUMERIC and expected.get(c, "double") in MLFLOW_NUMERIC]
+    if wrong:
+        raise InputError(f"Feature column(s) {short_list(wrong)} are not numeric but {what} expects numbers. "
+                         "Cast them (F.col(c).cast('double')) before scoring.")
+    return features
+
+
+def _check_present(input_types: dict, cols, role: str) -> None:
+    missing = [c for c in cols if c not in input_types]
+    if missing:
+        raise InputError(f"{role} column(s) {short_list(missing)} not found in the data to score: found "
+                         f"{short_list(list(input_types), 12)}.")
+
+
+# ---------------------------------------------------------------- per-group: resolve the models (driver)
+
+def resolve_group_models(spark, source, *, staging_dir: str | None = None) -> GroupModels:
+    """``source``: a ``ModelTable``, a registered router URI (``models:/name@alias`` or ``models:/name/3``),
+    or an MLflow run id of a training run. The store is staged under ``staging_dir`` (a path every worker can
+    read: a Volume on Databricks; the project folder locally)."""
+    from manymodels.training import ModelTable
+
+    if isinstance(source, ModelTable):
+        return _from_model_table(spark, source, staging_dir)
+    if not isinstance(source, str) or not source:
+        raise InputError(f"model={source!r}: expected a ModelTable, 'models:/<name>@<alias>', "
+                         "'models:/<name>/<version>' or an MLflow run id of a training run.")
+    from manymodels import tracking
+
+    return tracking.router_models(source, staging_dir or str(_staging_root()), stage=_stage_file)
+
+
+def _staging_root() -> Path:
+    return project_home() / "scoring"
+
+
+def _stage_file(src: Path, staging: str, name: str) -> str:
+    """Copy a packed store to ``staging/name`` (once: the name carries the version) and return the folder."""
+    folder = Path(staging) / re.sub(r"[^\w.@=-]", "_", name)
+    if not (folder / MODELS_FILE).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{MODELS_FILE}.{os.getpid()}"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, folder / MODELS_FILE)
+    return str(folder)
+
+
+def _from_model_table(spark, table, staging_dir: str | None) -> GroupModels:
+    from manymodels.router import PackedModels
+    from manymodels.tracking import iter_model_table
+
+    keys = list(table.spec.group_cols)
+    folder = Path(staging_dir or _staging_root()) / re.sub(r"[^\w.-]", "_", Path(table.version).name or "table")
+    if not (folder / MODELS_FILE).exists():
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        with PackedModels(tmp) as packed:
+            for batch in iter_model_table(spark, table, keys + ["status", "error", "model_sha256",
+                                                                "library_versions", "model"]):
+                packed.add(batch, keys)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    return GroupModels(str(folder), tuple(keys), tuple(table.spec.feature_cols), table.extra.get("task", "regression"),
+                       table.training_run_id, f"training run {table.training_run_id}")
+
+
+# ---------------------------------------------------------------- per-group: the UDF (workers)
+
+_INDEXES: dict[str, dict] = {}  # store folder -> index, once per worker process
+
+
+def _index(store: str) -> dict:
+    index = _INDEXES.get(store)
+    if index is None:
+        index = _INDEXES[store] = read_index(Path(store) / MODELS_FILE)
+    return index
+
+
+def _log_loads(folder: str | None, seen: int) -> int:
+    """Append the models this process loaded since ``seen`` to ``folder/<pid>.log`` (tests and benchmarks
+    count loads per model per worker from these files); return the new count."""
+    loaded = serialization.MODEL_CACHE.loaded
+    if folder and len(loaded) > seen:
+        with open(Path(folder) / f"{os.getpid()}.log", "a") as fh:
+            fh.writelines(f"{sha}\n" for sha in loaded[seen:])
+    return len(loaded)
+
+
+def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels, passthrough: tuple,
+                        load_log: str | None = None) -> Iterator[pd.DataFrame]:
+    """``mapInPandas`` body: every row scored with its group's model, loaded at most once per process."""
+    store = Path(models.store) / MODELS_FILE
+    index = _index(models.store)
+    seen = len(serialization.MODEL_CACHE.loaded)
+    for batch in batches:
+        if not len(batch):
+            continue
+        out = route_predict(batch, key_cols=models.key_cols, feature_cols=models.feature_cols, index=index,
+                            load_blobs=partial(read_blobs, store), run_label=models.run_label,
+                            with_proba=models.task == "classification")
+        seen = _log_loads(load_log, seen)
+        yield _finish(out, batch, passthrough, models.version, models.task)
+
+
+def _finish(out: pd.DataFrame, batch: pd.DataFrame, passthrough, version: str, task: str) -> pd.DataFrame:
+    for c in passthrough:
+        out[c] = batch[c].to_numpy()
+    if task == "classification":
+        out["prediction"] = out["prediction"].map(lambda v: None if v is None or v != v else str(v))
+    out["model_version"] = version
+    return out
+
+
+def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None = None, load_log: str | None = None):
+    """Score ``df`` per group with the models of a training run (see ``resolve_group_models`` for ``model``).
+
+    The key and feature columns are the training run's; they are checked on the driver before the job.
+    Returns a lazy Spark DataFrame (see the module docstring for its columns); rows of groups without a
+    model get ``status`` and ``error`` naming the group and the reason.
+    """
+    models = model if isinstance(model, GroupModels) else resolve_group_models(df.sparkSession, model,
+                                                                               staging_dir=staging_dir)
+    types = dict(df.dtypes)
+    _check_present(types, models.key_cols, "Group key")
+    check_features(types, models.feature_types or {c: "double" for c in models.feature_cols}, models.feature_cols,
+                   what=f"the models of {models.run_label}")
+    passthrough = tuple(c for c in passthrough_cols if c not in models.key_cols)
+    _check_present(types, passthrough, "Pass-through")
+    cols = list(dict.fromkeys([*models.key_cols, *models.feature_cols, *passthrough]))
+    schema = _output_ddl(df, models.key_cols, passthrough, models.task, per_group=True)
+    body = partial(score_group_batches, models=models, passthrough=passthrough, load_log=load_log)
+    return df.select(*cols).sortWithinPartitions(*models.key_cols).mapInPandas(body, schema=schema)
+
+
+def _output_ddl(df, key_cols, passthrough, task: str, *, per_group: bool) -> str:
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    cols = [f"`{c}` {types[c]}" for c in [*key_cols, *passthrough]]
+    cols.append("`prediction` string" if task == "classification" else "`prediction` double")
+    if task == "classification":
+        cols.append("`probabilities` map<string,double>")
+    if per_group:
+        cols += ["`status` string", "`error` string"]
+    cols.append("`model_version` string")
+    return ", ".join(cols)
+
+
+# ---------------------------------------------------------------- one model over a large table
+
+@dataclass(frozen=True)
+class SingleModel:
+    blob: bytes
+    sha256: str
+    feature_cols: tuple[str, ...]
+    task: str
+    version: str
+    feature_types: dict = field(default_factory=dict)
+
+
+def resolve_single_model(model, feature_cols=None) -> SingleModel:
+    """A fitted scikit-learn estimator (a fold ensemble too) or any MLflow model URI, as checked bytes."""
+    from sklearn.base import is_classifier
+
+    if isinstance(model, str):
+        from manymodels import tracking
+
+        obj, version, types = tracking.load_for_scoring(model)
+    else:
+        obj, version, types = model, None, {}
+        if not hasattr(model, "predict"):
+            raise InputError(f"model must be a fitted estimator with predict() or an MLflow model URI, found "
+                             f"{type(model).__name__}.")
+    names = list(types) or [str(c) for c in getattr(obj, "feature_names_in_", [])]
+    if not names and not feature_cols:
+        raise InputError(f"The {type(obj).__name__} model does not record its feature names: pass feature_cols "
+                         "in the order it was trained with.")
+    blob = _dumps(obj)
+    sha = serialization.sha256(blob)
+    features = tuple(feature_cols or names)
+    task = "classification" if is_classifier(obj) or hasattr(obj, "classes_") and hasattr(obj, "predict_proba") \
+        else "regression"
+    return SingleModel(blob, sha, features, task, version or f"sha256:{sha[:12]}", types or {c: "double" for c in names})
+
+
+def _dumps(obj) -> bytes:
+    """The C pickler for estimators; cloudpickle for MLflow pyfunc wrappers that plain pickle refuses."""
+    try:
+        return serialization.dumps(obj)
+    except Exception:  # noqa: BLE001
+        import cloudpickle
+
+        return cloudpickle.dumps(obj)
+
+
+def score_single_batches(batches: Iterator[pd.DataFrame], *, model: SingleModel, passthrough: tuple,
+                         threads: int = 1) -> Iterator[pd.DataFrame]:
+    """``mapInPandas`` body: one model, unpickled at most once per worker process (keyed by its SHA-256)."""
+    from threadpoolctl import threadpool_limits
+
+    est = serialization.MODEL_CACHE.get(model.blob, model.sha256, where=f"model {model.version}")
+    with threadpool_limits(threads):  # one task per core: native thread pools would oversubscribe them
+        for batch in batches:
+            if not len(batch):
+                continue
+            X = batch.loc[:, list(model.feature_cols)]
+            if getattr(est, "feature_names_in_", None) is None and hasattr(est, "fit"):  # pyfunc wants a frame
+                X = X.to_numpy(dtype="float64")
+            out = pd.DataFrame({c: batch[c].to_numpy() for c in passthrough})
+            if model.task == "classification" and hasattr(est, "predict_proba"):
+                proba = est.predict_proba(X)
+                classes = [str(c) for c in est.classes_]
+                out["prediction"] = np.asarray(est.classes_)[proba.argmax(axis=1)].astype(str)
+                out["probabilities"] = [dict(zip(classes, row)) for row in proba.tolist()]
+            else:
+                pred = est.predict(X)
+                out["prediction"] = pred.astype(str) if model.task == "classification" else pred.astype("float64")
+            out["model_version"] = model.version
+            yield out
+
+
+def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_per_task: int = 1):
+    """Score every row of ``df`` with one model (an estimator object or an MLflow model URI).
+
+    Features are checked against the model's signature (or ``feature_names_in_``) on the driver.
+    """
+    resolved = model if isinstance(model, SingleModel) else resolve_single_model(model, feature_cols)
+    types = dict(df.dtypes)
+    check_features(types, resolved.feature_types, feature_cols or resolved.feature_cols,
+                   what=f"model {resolved.version}")
+    passthrough = tuple(passthrough_cols)
+    _check_present(types, passthrough, "Pass-through")
+    cols = list(dict.fromkeys([*resolved.feature_cols, *passthrough]))
+    schema = _output_ddl(df, (), passthrough, resolved.task, per_group=False)
+    body = partial(score_single_batches, model=resolved, passthrough=passthrough, threads=threads_per_task)
+    return df.select(*cols).mapInPandas(body, schema=schema)
