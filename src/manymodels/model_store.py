@@ -45,7 +45,7 @@ def write(df, location: str, training_run_id: str) -> str:
     root = Path(location).resolve()
     safe_run = re.sub(r"[^\w.-]", "_", training_run_id)[:80]
     version = root / "_versions" / f"{time.strftime('%Y%m%dT%H%M%S')}-{safe_run}-{uuid.uuid4().hex[:8]}"
-    df.write.mode("errorifexists").parquet(str(version))
+    df.write.mode("error").parquet(str(version))  # a fresh folder; "error" (not "errorifexists"): Spark Connect
     commit(root, version, training_run_id)
     return str(version)
 

@@ -38,6 +38,8 @@ def get_spark(master: str | None = None, app_name: str = "manymodels", conf: dic
         if remote is not None:
             return remote
     if os.environ.get("SPARK_REMOTE") and not master:
+        if os.environ["SPARK_REMOTE"].startswith("local"):  # a Connect server started here: workers use our Python
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         return SparkSession.builder.remote(os.environ["SPARK_REMOTE"]).appName(app_name).getOrCreate()
     active = SparkSession.getActiveSession()
     if active is not None and not master:
