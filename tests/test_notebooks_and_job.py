@@ -34,6 +34,17 @@ def test_prepare_then_train_notebooks_run_locally(tmp_path):
     out = run([sys.executable, str(ROOT / "notebooks" / "02_train_per_group.py")], tmp_path)
     assert "1000 trained: 1000 ok, 0 failed, 0 skipped" in out
     assert "models:/manymodels_router@champion (version 1)" in out
+    out = run([sys.executable, str(ROOT / "notebooks" / "05_batch_inference.py")], tmp_path)
+    assert "with manymodels_router/1" in out and "status: {'ok': " in out
+    assert "unknown_group" not in out  # every group of the training input has a model
+
+
+def test_score_options_are_the_notebook_widgets():
+    from manymodels import cli, jobs
+
+    assert cli.SCORE_OPTIONS == jobs.SCORE_DEFAULTS
+    text = (ROOT / "notebooks" / "05_batch_inference.py").read_text()
+    assert all(f'"{name}": "{default}"' in text for name, default in jobs.SCORE_DEFAULTS.items())
 
 
 def test_main_job_trains_registers_and_scores(tmp_path):

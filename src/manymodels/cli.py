@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, default in ENSEMBLE_OPTIONS.items():
         e.add_argument(f"--{name}", default=default)
     e.add_argument("--master", default=None)
+    sc = sub.add_parser("score", help="score a table per group with a registered router and write the scores "
+                        "(options = notebook 05's widgets)")
+    for name, default in SCORE_OPTIONS.items():  # == jobs.SCORE_DEFAULTS (a test checks)
+        sc.add_argument(f"--{name}", default=default)
+    sc.add_argument("--master", default=None)
     _workspace_parser(sub)
     return p
 
@@ -64,6 +69,10 @@ ENSEMBLE_OPTIONS = {"n_samples": "100000", "n_members": "5", "sampling": "disjoi
                     "learner": "sklearn.ensemble.HistGradientBoostingClassifier",
                     "model_name": "manymodels_fold_ensemble", "alias": "champion", "experiment": ""}
 
+
+# `manymodels score` options: exactly the widgets of notebooks/05_batch_inference.py (all strings).
+SCORE_OPTIONS = {"input_path": "", "model_name": "manymodels_router", "alias": "champion", "output_table": "",
+                 "passthrough_cols": "", "experiment": ""}
 
 JOB_KEYS = ("nightly", "weekly_tuning", "fold_ensemble")
 TUNE_OPTIONS = {"input_path": "", "label_col": "target", "estimator": "sklearn.ensemble.RandomForestRegressor",
@@ -164,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         from manymodels.session import get_spark
 
         print(tune(get_spark(), **{name: getattr(args, name) for name in TUNE_OPTIONS}).summary())
+    elif args.command == "score":
+        from manymodels.session import get_spark
+
+        print(jobs.batch_score(get_spark(args.master), **{n: getattr(args, n) for n in SCORE_OPTIONS}).summary())
     elif args.command == "ensemble":
         from manymodels.ensemble_spark import format_study, run_study
         from manymodels.session import get_spark

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,3 +175,57 @@ def _unknown_group_rows(holdout: pd.DataFrame, panel: PanelSpec) -> pd.DataFrame
     rows[panel.key_cols[0]] = -1
     return rows
 
+
+
+SCORE_DEFAULTS = {"input_path": "", "model_name": "manymodels_router", "alias": "champion", "output_table": "",
+                  "passthrough_cols": "", "experiment": ""}
+
+
+@dataclass
+class Scored:
+    output: str
+    model_version: str
+    rows: int
+    statuses: dict
+    seconds: float
+
+    def summary(self) -> str:
+        return (f"scored {self.rows:,} rows with {self.model_version} in {self.seconds:.1f} s -> {self.output}; "
+                f"status: {self.statuses}")
+
+
+def read_any(spark, source: str):
+    """A table name, a Parquet folder or CSV path, as a Spark DataFrame."""
+    if "/" not in source:
+        return spark.read.table(source)
+    if ".csv" in source:
+        return spark.read.option("header", "true").option("inferSchema", "true").csv(source)
+    return spark.read.parquet(source)
+
+
+def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_router", alias: str = "champion",
+                output_table: str = "", passthrough_cols: str = "", experiment: str = "") -> Scored:
+    """The scoring job (notebook 05, ``manymodels score``, the nightly job's last task): score ``input_path``
+    per group with the registered router ``models:/<model_name>@<alias>`` and write ``output_table``
+    (a table name, or a folder written as Parquet; default under the project folder)."""
+    from manymodels.inference import score_per_group
+    from manymodels.tracking import configure, model_name as full_name
+
+    start = time.perf_counter()
+    configure(experiment=experiment or None)
+    source = input_path or default_input()
+    df = read_any(spark, source)
+    keep = [c.strip() for c in passthrough_cols.split(",") if c.strip()]
+    uri = f"models:/{full_name(model_name)}@{alias}"
+    scored = score_per_group(df, uri, passthrough_cols=keep)
+    output = output_table or str(project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name))
+    if "/" in output:
+        scored.write.mode("overwrite").parquet(output)
+        written = spark.read.parquet(output)
+    else:
+        scored.write.mode("overwrite").saveAsTable(output)
+        written = spark.read.table(output)
+    counts = {r["status"]: int(r["count"]) for r in written.groupBy("status").count().collect()}
+    version = written.select("model_version").limit(1).collect()
+    return Scored(output, version[0][0] if version else uri, sum(counts.values()), counts,
+                  time.perf_counter() - start)
