@@ -822,3 +822,12 @@ def test_cli_underscore_options_equal_the_dash_options():
     assert parse("main", "--n_groups", "5", "--mean_rows", "7") == parse("main", "--groups", "5", "--rows", "7")
     assert parse("prepare", "--output_dir=o", "--n_groups=5", "--size_distribution=zipf") == \
         parse("prepare", "--out", "o", "--groups", "5", "--sizes", "zipf")
+
+
+def test_job_parameter_defaults_are_values_the_code_accepts():
+    """Defaults are checked against the code's own vocabularies, not only their names."""
+    from manymodels.ensemble import COMBINES, SAMPLINGS
+
+    params = {p["name"]: p.get("default") for p in
+              load_yaml(REPO_ROOT / "resources" / "fold_ensemble.job.yml")["resources"]["jobs"]["fold_ensemble"]["parameters"]}
+    assert params["sampling"] in SAMPLINGS and params["combine"] in COMBINES
