@@ -104,11 +104,13 @@ def manymodels_search(spark, pdf, features, est, grid):
 def run_regime(name, methods, repeat):
     rows = []
     for method, fn in methods:
+        load_before = os.getloadavg()[0]
         seconds, (params, score) = timed(fn, repeat)
+        load = f"{load_before:.1f}->{os.getloadavg()[0]:.1f}"  # other processes' load shows up here
         rows.append({"regime": name, "method": method, "seconds": round(seconds, 2), "best_score": score,
-                     "best_params": json.dumps(params, sort_keys=True)})
-        print(f"  {name:10s} {method:28s} {seconds:8.2f} s  best {score:.6f} {json.dumps(params, sort_keys=True)}",
-              flush=True)
+                     "load_1min": load, "best_params": json.dumps(params, sort_keys=True)})
+        print(f"  {name:10s} {method:28s} {seconds:8.2f} s  best {score:.6f} load {load:10s} "
+              f"{json.dumps(params, sort_keys=True)}", flush=True)
     return pd.DataFrame(rows)
 
 

@@ -77,9 +77,17 @@ def test_spark_dataframe_input_with_group_cv(spark, classification):
 def test_bad_input_fails_before_any_job(spark, classification):
     with pytest.raises(InputError, match="fewer than the 5 CV folds"):
         search(spark, classification.head(3), label_col="y", estimator=Ridge(), param_grid={"alpha": [1.0]}, cv=5)
+    with pytest.raises(InputError, match=r"Non-numeric feature column\(s\): 'city' is object"):
+        search(spark, classification.assign(city="paris"), label_col="y", estimator=Ridge(), param_grid={"alpha": [1.0]})
     with pytest.raises(InputError, match=r"Missing input column\(s\) 'nope'"):
         search(spark, classification, label_col="y", estimator=Ridge(), param_grid={"alpha": [1.0]},
                feature_cols=["nope"])
+
+
+def test_raise_policy_names_the_failing_task_on_the_driver(spark, classification):
+    with pytest.raises(S.SearchTaskError, match=r"candidate 1 .*-5.*fold"):
+        search(spark, classification, label_col="y", estimator=Ridge(), param_grid={"alpha": [1.0, -5.0]}, cv=3,
+               failure_policy="raise", refit_best=False)
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,21 @@ def _check_input_columns(columns, spec: S.SearchSpec) -> None:
                          f"order) columns, found {short_list(list(columns), 12)}. Fix the names or the input.")
 
 
+def _check_numeric(data, spec: S.SearchSpec) -> None:
+    from manymodels.validation import NUMERIC_SPARK_TYPES
+
+    if _is_spark(data):
+        types = dict(data.dtypes)
+        bad = [(c, types[c]) for c in spec.feature_cols if not types[c].startswith(NUMERIC_SPARK_TYPES + ("decimal",))]
+    else:
+        bad = [(c, str(data[c].dtype)) for c in spec.feature_cols
+               if not (pd.api.types.is_numeric_dtype(data[c]) or pd.api.types.is_bool_dtype(data[c]))]
+    if bad:
+        shown = ", ".join(f"'{c}' is {t}" for c, t in bad[:5])
+        raise InputError(f"Non-numeric feature column(s): {shown}{' ...' if len(bad) > 5 else ''}. Expected numeric "
+                         "types; cast or encode them, or leave them out of feature_cols.")
+
+
 def stage(data, spec: S.SearchSpec, staging: str | None = None) -> Staged:
     """Write the search's columns once where every worker can read them; return where and the fingerprint.
 
@@ -204,6 +219,7 @@ def search(spark, data, *, label_col: str, estimator, feature_cols=None, param_g
                               cv_groups_col=cv_groups_col, order_col=order_col, seed=seed,
                               failure_policy=failure_policy, search_id=_search_id(search_id))
     _check_input_columns(data.columns, spec)
+    _check_numeric(data, spec)
     timings = {}
     start = time.perf_counter()
     staged = stage(data, spec, staging)
