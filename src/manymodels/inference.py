@@ -252,30 +252,73 @@ def _dumps(obj) -> bytes:
         return cloudpickle.dumps(obj)
 
 
-def score_single_batches(batches: Iterator[pd.DataFrame], *, model: SingleModel, passthrough: tuple,
-                         threads: int = 1) -> Iterator[pd.DataFrame]:
-    """``mapInPandas`` body: one model, unpickled at most once per worker process (keyed by its SHA-256)."""
+def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: tuple,
+                         threads: int = 1) -> Iterator:
+    """``mapInArrow`` body: one model, unpickled at most once per worker process (keyed by its SHA-256).
+
+    Arrow in, Arrow out: float64 features go to the model as one matrix without a pandas round trip, the
+    pass-through columns are handed back as they came, and the probabilities map is built column-wise
+    (``MapArray.from_arrays``) instead of one Python dict per row."""
+    import pyarrow as pa
     from threadpoolctl import threadpool_limits
 
     est = serialization.MODEL_CACHE.get(model.blob, model.sha256, where=f"model {model.version}")
+    features = list(model.feature_cols)
+    is_sklearn = hasattr(est, "fit")  # MLflow pyfunc wrappers want a DataFrame
+    named = getattr(est, "feature_names_in_", None) is not None
     with threadpool_limits(threads):  # one task per core: native thread pools would oversubscribe them
         for batch in batches:
-            if not len(batch):
+            if not batch.num_rows:
                 continue
-            X = batch.loc[:, list(model.feature_cols)]
-            if getattr(est, "feature_names_in_", None) is None and hasattr(est, "fit"):  # pyfunc wants a frame
-                X = X.to_numpy(dtype="float64")
-            out = pd.DataFrame({c: batch[c].to_numpy() for c in passthrough})
+            X = _features(batch, features, as_frame=named or not is_sklearn)
+            out = {c: batch.column(c) for c in passthrough}
+            n = batch.num_rows
             if model.task == "classification" and hasattr(est, "predict_proba"):
-                proba = est.predict_proba(X)
-                classes = [str(c) for c in est.classes_]
-                out["prediction"] = np.asarray(est.classes_)[proba.argmax(axis=1)].astype(str)
-                out["probabilities"] = [dict(zip(classes, row)) for row in proba.tolist()]
+                proba = np.asarray(est.predict_proba(X), dtype="float64")
+                out["prediction"] = _strings(np.asarray(est.classes_)[proba.argmax(axis=1)])
+                out["probabilities"] = _proba_map([str(c) for c in est.classes_], proba)
             else:
-                pred = est.predict(X)
-                out["prediction"] = pred.astype(str) if model.task == "classification" else pred.astype("float64")
-            out["model_version"] = model.version
-            yield out
+                pred = np.asarray(est.predict(X))
+                pred = pred.reshape(n) if pred.ndim == 2 and pred.shape[1] == 1 else pred
+                out["prediction"] = _strings(pred) if model.task == "classification" \
+                    else pa.array(pred.astype("float64"), type=pa.float64())
+            out["model_version"] = _repeat(model.version, n)
+            yield pa.RecordBatch.from_arrays(list(out.values()), names=list(out))
+
+
+def _features(batch, features: list[str], *, as_frame: bool):
+    """The feature columns of an Arrow batch: one float64 matrix (nulls as NaN) when every column is float64,
+    otherwise (or for models that want names) a pandas frame with the original dtypes."""
+    import pyarrow as pa
+
+    cols = [batch.column(c) for c in features]
+    if all(c.type == pa.float64() for c in cols):
+        X = np.column_stack([col.to_numpy(zero_copy_only=False) for col in cols])
+        return pd.DataFrame(X, columns=features, copy=False) if as_frame else X
+    frame = batch.select(features).to_pandas()
+    return frame if as_frame else frame.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _strings(values: np.ndarray):
+    import pyarrow as pa
+
+    return pa.array(values.astype(str).astype(object), type=pa.string())
+
+
+def _repeat(text: str, n: int):
+    import pyarrow as pa
+
+    return pa.array([text], type=pa.string()).take(pa.array(np.zeros(n, dtype=np.int32)))
+
+
+def _proba_map(classes: list[str], proba: np.ndarray):
+    """``map<string,double>`` column (class -> probability) from an (n, k) matrix, without per-row Python."""
+    import pyarrow as pa
+
+    n, k = proba.shape
+    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    keys = pa.array(classes, type=pa.string()).take(pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
+    return pa.MapArray.from_arrays(offsets, keys, pa.array(proba.reshape(-1), type=pa.float64()))
 
 
 def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_per_task: int = 1):
@@ -292,4 +335,4 @@ def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_p
     cols = list(dict.fromkeys([*resolved.feature_cols, *passthrough]))
     schema = _output_ddl(df, (), passthrough, resolved.task, per_group=False)
     body = partial(score_single_batches, model=resolved, passthrough=passthrough, threads=threads_per_task)
-    return df.select(*cols).mapInPandas(body, schema=schema)
+    return df.select(*cols).mapInArrow(body, schema=schema)
