@@ -275,8 +275,9 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
             n = batch.num_rows
             if model.task == "classification" and hasattr(est, "predict_proba"):
                 proba = np.asarray(est.predict_proba(X), dtype="float64")
-                out["prediction"] = _strings(np.asarray(est.classes_)[proba.argmax(axis=1)])
-                out["probabilities"] = _proba_map([str(c) for c in est.classes_], proba)
+                classes = pa.array([str(c) for c in est.classes_], type=pa.string())
+                out["prediction"] = classes.take(pa.array(proba.argmax(axis=1).astype(np.int32)))
+                out["probabilities"] = _proba_map(classes, proba)
             else:
                 pred = np.asarray(est.predict(X))
                 pred = pred.reshape(n) if pred.ndim == 2 and pred.shape[1] == 1 else pred
@@ -311,13 +312,14 @@ def _repeat(text: str, n: int):
     return pa.array([text], type=pa.string()).take(pa.array(np.zeros(n, dtype=np.int32)))
 
 
-def _proba_map(classes: list[str], proba: np.ndarray):
-    """``map<string,double>`` column (class -> probability) from an (n, k) matrix, without per-row Python."""
+def _proba_map(classes, proba: np.ndarray):
+    """``map<string,double>`` column (class -> probability) from an (n, k) matrix and the k class names (an
+    Arrow string array), without per-row Python."""
     import pyarrow as pa
 
     n, k = proba.shape
     offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    keys = pa.array(classes, type=pa.string()).take(pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
+    keys = classes.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
     return pa.MapArray.from_arrays(offsets, keys, pa.array(proba.reshape(-1), type=pa.float64()))
 
 
