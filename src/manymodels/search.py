@@ -558,9 +558,13 @@ def group_result_columns(spec: SearchSpec, key_ddl: list[tuple[str, str]]) -> li
 
 
 def _group_order(pdf: pd.DataFrame, spec: SearchSpec) -> pd.DataFrame:
-    """Rows after a shuffle arrive in any order: sort by content (or by ``order_col``) so folds are reproducible."""
-    by = [spec.order_col] if spec.order_col else [spec.label_col, *spec.feature_cols]
-    return pdf.sort_values(by, kind="stable", ignore_index=True)
+    """Rows after a shuffle arrive in any order: order them by ``order_col``, or else by a hash of each row's
+    content, so the folds depend on the data alone. A hash, not a sort by value: sorted labels would make
+    every unshuffled fold a contiguous label range (a badly biased CV)."""
+    if spec.order_col:
+        return pdf.sort_values(spec.order_col, kind="stable", ignore_index=True)
+    digest = pd.util.hash_pandas_object(pdf[[spec.label_col, *spec.feature_cols]], index=False).to_numpy()
+    return pdf.iloc[np.argsort(digest, kind="stable")].reset_index(drop=True)
 
 
 def search_group(key: tuple, pdf: pd.DataFrame, *, spec: SearchSpec, train_spec: TrainSpec) -> list[dict]:
