@@ -20,7 +20,7 @@ from manymodels.config import ARROW_MAX_RECORDS, TrainSpec
 from manymodels.fitting import GroupFitError, fit_stream, task_of
 from manymodels.keys import canonical_key
 from manymodels.memory import FRACTION_COL, check_group_memory, row_bytes, sample_fractions
-from manymodels.planning import BIN_COL, partition_labels, plan
+from manymodels.planning import BIN_COL, TASKS_PER_CORE, partition_labels, plan
 from manymodels.progress import Progress
 from manymodels.schemas import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
 from manymodels.session import parallelism
@@ -85,7 +85,8 @@ def group_sizes(df, key_cols) -> pd.DataFrame:
     return df.groupBy(*key_cols).count().toPandas()
 
 
-def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None, tasks_per_core: int = 2):
+def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
+                      tasks_per_core: int = TASKS_PER_CORE):
     """The lazy Spark DataFrame of the model table, and the number of partitions planned."""
     spark = df.sparkSession
     sizes = group_sizes(df, spec.group_cols) if sizes is None else sizes
@@ -129,7 +130,8 @@ def _uniform(cols, seed: int):
 
 
 def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None,
-                    location: str | None = None, tasks_per_core: int = 2, progress: float | bool | None = None,
+                    location: str | None = None, tasks_per_core: int = TASKS_PER_CORE,
+                    progress: float | bool | None = None,
                     **settings) -> ModelTable:
     """Fit a clone of ``estimator`` for every group of ``df`` in parallel and commit the model table.
 
