@@ -98,6 +98,12 @@ def crossjoin(spark, pdf, features, est, grid):
 def manymodels_search(spark, pdf, features, est, grid):
     result = search(spark, pdf, label_col="y", feature_cols=features, estimator=est, param_grid=grid, cv=FOLDS,
                     scoring="accuracy", refit_best=False)
+    tasks = result.tasks.assign(busy=result.tasks["fit_time"] + result.tasks["score_time"],
+                                phase=(result.tasks["fold"] >= 2).map({False: 1, True: 2}),
+                                partition=result.tasks["task_attempt"].str.extract(r"partition=(\d+)")[0])
+    busy = tasks.groupby(["phase", "partition"])["busy"].sum().round(1).to_dict()
+    print(f"    manymodels: fit+score seconds per (phase, partition) {busy}; "
+          f"{result.timings['search']:.1f} s wall", flush=True)
     return result.best_params, result.best_score
 
 
