@@ -305,7 +305,7 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
                      shuffle: bool = False, scoring=None, refit=None, cv_groups_col: str | None = None,
                      order_col: str | None = None, seed: int = 42, failure_policy: str = "record",
                      min_rows: int | None = None, location: str | None = None, staging: str | None = None,
-                     tasks_per_core: int = 2, training_run_id: str | None = None) -> GroupSearchResult:
+                     tasks_per_core: int | None = None, training_run_id: str | None = None) -> GroupSearchResult:
     """Search per group of a Spark DataFrame: best parameters for each group, refitted on the group's rows.
 
     Seeds: every ``random_state`` is the group's seed (``keys.group_seed``), for the CV fits and the refit
@@ -314,7 +314,7 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     every candidate fails gets a ``failed`` model-table row (or ``SearchTaskError`` under ``"raise"``).
     """
     from manymodels import model_store
-    from manymodels.planning import BIN_COL, plan
+    from manymodels.planning import BIN_COL, TASKS_PER_CORE, plan
     from manymodels.schemas import FIXED_NAMES
     from manymodels.training import ModelTable, _assignment_schema, _session_conf, group_sizes
     from manymodels.validation import check_columns, check_group_sizes
@@ -343,7 +343,7 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     check_group_sizes(group_cols, sizes)
     S.check_fold_sizes(sizes, group_cols, spec.n_splits)
     spark = df.sparkSession
-    assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core)
+    assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core or TASKS_PER_CORE)
     keys = list(group_cols)
     assign_df = spark.createDataFrame(assignment[keys + [BIN_COL]], schema=_assignment_schema(df, keys))
     cols = list(dict.fromkeys(keys + S.staged_columns(spec)))
