@@ -89,7 +89,7 @@ def test_packed_plan_is_correct_with_aqe_on_and_off(spark, panel_df, aqe):
                          estimator=Ridge(), training_run_id="aqe")
         table, task_groups = build_model_table(df, spec)
         got = table.toPandas()
-        assert len(task_groups) == 2 and sum(task_groups) == 40 and table.rdd.getNumPartitions() == 2  # RDD only in the test, to count partitions
+        assert len(task_groups) == 4 and sum(task_groups) == 40 and table.rdd.getNumPartitions() == 4  # RDD only in the test, to count partitions
     finally:
         spark.conf.set("spark.sql.adaptive.enabled", old)
     assert len(got) == 40 and not got.duplicated(["store", "item"]).any()

@@ -45,10 +45,11 @@ def partition_labels(n_partitions: int) -> list[int]:
     return [labels[p] for p in range(n_partitions)]
 
 
-# One task per core: each Python task has a fixed cost (worker hand-off, Arrow setup, sort), and the
-# largest-first packing already balances the cores. Measured on local[2] at 5,000 groups (bench/): one
-# task per core was about 8% faster than two. More tasks per core trade that for smaller retries.
-TASKS_PER_CORE = 1
+# Two tasks per core: each Python task has a fixed cost (worker hand-off, Arrow setup, sort), so tasks
+# are few and large; two per core leave the largest-first packing room to even out the cores and keep
+# a retried task small. One per core was measured too (bench/, local[2], 5,000 groups): within the
+# run-to-run noise of this machine (+-20%), so the default stays.
+TASKS_PER_CORE = 2
 
 
 def partition_count(n_groups: int, parallelism: int, tasks_per_core: int = TASKS_PER_CORE) -> int:
