@@ -2,7 +2,7 @@
 
 Models are loaded once per Python worker: ``serialization.MODEL_CACHE`` (an importable module, keyed
 by SHA-256, checked before unpickling) holds them for the life of the worker process, and the
-per-group store's index is read once per process too. No ``sparkContext``, RDD or broadcast: the
+per-group store's index is read once per process too. No SparkContext, RDD or broadcast variable: the
 per-group models are read by the workers from a packed Parquet store (``router.PackedModels``) at a
 path they can see, and a single model travels as bytes inside the UDF (its SHA-256 is the cache key).
 
