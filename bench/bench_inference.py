@@ -29,26 +29,17 @@ import pickle
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _timing import timed  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ["store", "item"]
 SUBSAMPLE = 2000  # rows the row-at-a-time recipes really score before extrapolating
-
-
-def timed(fn, repeat: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def noop(df) -> None:

@@ -22,7 +22,6 @@ import pickle
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +32,7 @@ from manymodels.config import PanelSpec
 from manymodels.data import feature_names, make_panel, write_parquet
 from manymodels.session import get_spark, local_cores
 from manymodels.training import train_per_group
+from _timing import timed  # bench/ is on sys.path when run as a script
 
 ESTIMATORS = {"linear": LinearRegression, "ridge": Ridge}
 KEYS = ["store", "item"]
@@ -40,16 +40,6 @@ FEATURES = feature_names(5)
 
 
 REPEAT = 2
-
-
-def timed(fn, repeat: int = 1):
-    """Best wall time of ``repeat`` runs (the first run of a plan in a JVM also pays JIT warm-up)."""
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def pandas_loop(rows: pd.DataFrame, make) -> int:

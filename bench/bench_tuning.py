@@ -39,6 +39,7 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
 
 from manymodels.search_spark import search  # noqa: E402
 from manymodels.session import get_spark, local_cores  # noqa: E402
+from _timing import timed  # bench/ is on sys.path when run as a script
 
 FIT_GRID = {"n_estimators": [20, 40, 60], "max_depth": [8, None], "max_features": ["sqrt", 0.5]}
 DATA_GRID = {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "fit_intercept": [True, False]}
@@ -52,15 +53,6 @@ def frame(n_rows: int) -> tuple[pd.DataFrame, list[str]]:
     pdf = pd.DataFrame(X, columns=features)
     pdf["y"] = y
     return pdf, features
-
-
-def timed(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def gridsearch(pdf, features, est, grid, n_jobs):
