@@ -51,9 +51,13 @@ def test_tampered_model_is_refused():
     index, blobs = make_index()
     sha = index[("1",)]["model_sha256"]
     blobs[sha] = blobs[sha] + b"evil"
-    with pytest.raises(ModelIntegrityError, match="group a=1"):
-        route_predict(pd.DataFrame({"a": [1], "x": [0.0]}), key_cols=["a"], feature_cols=["x"], index=index,
-                      load_blobs=loader(blobs))
+    # the tampered group's rows are refused with the reason (group and run named); nothing is unpickled
+    out = route_predict(pd.DataFrame({"a": [1], "x": [0.0]}), key_cols=["a"], feature_cols=["x"], index=index,
+                        load_blobs=loader(blobs), run_label="training run r")
+    assert out["status"].tolist() == [router.REFUSED] and np.isnan(out["prediction"].iloc[0])
+    assert out["error"].iloc[0].startswith(ModelIntegrityError.__name__) and "group a=1 of training run r" in \
+        out["error"].iloc[0]
+    assert sha not in MODEL_CACHE and MODEL_CACHE.loads == 0
 
 
 def test_packed_store_round_trip_across_row_groups(tmp_path, monkeypatch):

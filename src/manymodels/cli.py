@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--failure-policy", "--failure_policy", default="record", choices=["record", "raise"])
     t.add_argument("--training-run-id", default=None)
     t.add_argument("--master", default=None)
+    t.add_argument("--model_format", default="pickle5", choices=["pickle5", "skops"],
+                   help="per-group model format: pickle5 (fastest) or skops (loads only trusted types)")
+    t.add_argument("--trusted_types", type=_csv, default=[],
+                   help="skops: comma-separated type names trusted beyond the defaults (linear models, numpy)")
 
     tu = sub.add_parser("tune", help="hyperparameter search (global or per group), logged and registered; "
                         "options = notebook 03's widgets")
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             get_spark(args.master), args.input, group_cols=args.group_cols, feature_cols=args.feature_cols,
             label_col=args.label_col, estimator=args.estimator, params=args.params, model_name=args.model_name,
             alias=args.alias, experiment=args.experiment, location=args.table, fmt=args.format,
-            failure_policy=args.failure_policy, training_run_id=args.training_run_id)
+            failure_policy=args.failure_policy, training_run_id=args.training_run_id,
+            model_format=args.model_format, trusted_types=args.trusted_types)
         print(jobs.summarize(result, None, None, sum(result.timings.values())))
     elif args.command == "tune":
         from manymodels.search_spark import tune

@@ -40,11 +40,17 @@ class TrainSpec:
     max_group_bytes: int = 2 << 30  # estimated worker memory of one group (see memory.py); larger groups are...
     oversize: Literal["refuse", "subsample"] = "refuse"  # ...refused before the job, or trained on a seeded sample
     sampled_from: tuple = ()  # set by the planner: ((canonical key, input rows), ...) of subsampled groups
+    model_format: str = "pickle5"  # or "skops": no code runs at load, only trusted types (serialization.py)
+    trusted_types: tuple[str, ...] = ()  # skops: types trusted beyond serialization.DEFAULT_TRUSTED_TYPES
 
     def __post_init__(self) -> None:
         # Accept lists from callers; store tuples so the spec is hashable and immutable.
         object.__setattr__(self, "group_cols", tuple(self.group_cols))
         object.__setattr__(self, "feature_cols", tuple(self.feature_cols))
+        if self.model_format != "pickle5" or self.trusted_types:  # the default needs no check (nor the import)
+            from manymodels.serialization import check_format
+
+            object.__setattr__(self, "trusted_types", check_format(self.model_format, self.trusted_types))
 
 
 def project_home() -> Path:

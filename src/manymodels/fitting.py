@@ -119,8 +119,8 @@ def _base_row(spec: TrainSpec, key: tuple, n_rows: int, seed: int, attempt: str 
     row.update({name: None for name in FIXED_NAMES})
     row.update({name: float("nan") for name in METRIC_COLUMNS})
     row.update(n_rows=n_rows, n_rows_input=n_rows, n_train=0, n_holdout=0, fit_seconds=0.0, seed=seed,
-               training_run_id=spec.training_run_id, model_format=serialization.MODEL_FORMAT,
-               library_versions=serialization.library_versions(),
+               training_run_id=spec.training_run_id, model_format=spec.model_format,
+               library_versions=serialization.library_versions(spec.model_format),
                task_attempt=_task_attempt() if attempt is None else attempt)
     return row
 
@@ -209,7 +209,7 @@ def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, at
         model.fit(_rows(X, train) if len(holdout) else X, y[train] if len(holdout) else y)
         row["fit_seconds"] = time.perf_counter() - start
         row.update(_metrics(task_of(spec), model, X, y, train, holdout))
-        blob = serialization.dumps(model)
+        blob = serialization.dumps(model, spec.model_format, serialization.trusted_types(spec.trusted_types))
     except Exception as exc:  # noqa: BLE001 - the policy decides what a failure does
         where = key_text(spec.group_cols, key)
         if spec.failure_policy == "raise":

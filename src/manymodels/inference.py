@@ -1,14 +1,17 @@
 """Batch scoring on Spark: per group with a training run's models, or with one model over a large table.
 
 Models are loaded once per Python worker: ``serialization.MODEL_CACHE`` (an importable module, keyed
-by SHA-256, checked before unpickling) holds them for the life of the worker process, and the
-per-group store's index is read once per process too. No SparkContext, RDD or broadcast variable: the
+by SHA-256, checked before deserializing; skops blobs also against the training run's trusted types)
+holds them for the life of the worker process, and the per-group store's index and load policy are
+read once per process too. No SparkContext, RDD or broadcast variable: the
 per-group models are read by the workers from a packed Parquet store (``router.PackedModels``) at a
 path they can see, and a single model travels as bytes inside the UDF (its SHA-256 is the cache key).
 
 Output columns: the key columns (per group), the pass-through columns, ``prediction``,
 ``probabilities`` (class -> probability, classifiers), ``status`` / ``error`` (per group:
-``ok``, ``unknown_group`` or the group's training status; never a failed job) and ``model_version``.
+``ok``, ``unknown_group``, the group's training status, or ``refused`` when its stored model fails the
+checksum or the trusted types, the error naming group and run; never a failed job) and ``model_version``.
+A library-version mismatch between training and scoring warns (``RuntimeWarning``, in the worker's log).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import pandas as pd
 
 from manymodels import serialization
 from manymodels.config import project_home
-from manymodels.router import MODELS_FILE, read_blobs, read_index, route_predict
+from manymodels.router import MODELS_FILE, read_blobs, read_index, read_policy, route_predict
 from manymodels.validation import InputError, short_list
 
 SPARK_NUMERIC = {"double", "float", "bigint", "int", "smallint", "tinyint", "decimal", "boolean"}
@@ -115,9 +118,9 @@ def _from_model_table(spark, table, staging_dir: str | None) -> GroupModels:
     folder = Path(staging_dir or _staging_root()) / re.sub(r"[^\w.-]", "_", Path(table.version).name or "table")
     if not (folder / MODELS_FILE).exists():
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        with PackedModels(tmp) as packed:
+        with PackedModels(tmp, policy=serialization.LoadPolicy.of(table.spec)) as packed:
             for batch in iter_model_table(spark, table, keys + ["status", "error", "model_sha256",
-                                                                "library_versions", "model"]):
+                                                                "library_versions", "model_format", "model"]):
                 packed.add(batch, keys)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
@@ -127,14 +130,15 @@ def _from_model_table(spark, table, staging_dir: str | None) -> GroupModels:
 
 # ---------------------------------------------------------------- per-group: the UDF (workers)
 
-_INDEXES: dict[str, dict] = {}  # store folder -> index, once per worker process
+_INDEXES: dict[str, tuple] = {}  # store folder -> (index, load policy), once per worker process
 
 
-def _index(store: str) -> dict:
-    index = _INDEXES.get(store)
-    if index is None:
-        index = _INDEXES[store] = read_index(Path(store) / MODELS_FILE)
-    return index
+def _index(store: str) -> tuple[dict, serialization.LoadPolicy]:
+    found = _INDEXES.get(store)
+    if found is None:
+        path = Path(store) / MODELS_FILE
+        found = _INDEXES[store] = (read_index(path), read_policy(path))
+    return found
 
 
 def _log_loads(folder: str | None, seen: int) -> int:
@@ -151,14 +155,14 @@ def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels,
                         load_log: str | None = None) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` body: every row scored with its group's model, loaded at most once per process."""
     store = Path(models.store) / MODELS_FILE
-    index = _index(models.store)
+    index, policy = _index(models.store)
     seen = len(serialization.MODEL_CACHE.loaded)
     for batch in batches:
         if not len(batch):
             continue
         out = route_predict(batch, key_cols=models.key_cols, feature_cols=models.feature_cols, index=index,
                             load_blobs=partial(read_blobs, store), run_label=models.run_label,
-                            with_proba=models.task == "classification")
+                            with_proba=models.task == "classification", policy=policy)
         seen = _log_loads(load_log, seen)
         yield _finish(out, batch, passthrough, models.version, models.task)
 

@@ -1,13 +1,18 @@
 """The registered router model: one MLflow pyfunc per training run that predicts each row with its group's model.
 
 Its artifact is one Parquet file (``models.parquet``: canonical key, status, error, SHA-256, library
-versions, model bytes) written in row groups of ``ROW_GROUP`` models, so that logging copies one file
-however many groups there are. ``load_context`` reads every column but the bytes (the index); the
-first batch that needs a group's model reads its row group, checks the SHA-256 and unpickles it into
-the process-wide ``MODEL_CACHE``: each model is loaded once per process.
+versions, model format, model bytes) written in row groups of ``ROW_GROUP`` models, so that logging copies
+one file however many groups there are. The file's metadata holds the training run's
+``serialization.LoadPolicy`` (its model format and, for skops, the trusted types), so the router and every
+staged copy of the store carry it without another file. ``load_context`` reads every column but the bytes
+(the index); the first batch that needs a group's model reads its row group, checks the SHA-256 (and, for
+skops, the trusted types) and deserializes it into the process-wide ``MODEL_CACHE``: each model is loaded
+once per process.
 
-Output columns: the key columns, ``prediction``, ``status`` (``ok``, ``unknown_group`` or the
-group's training status) and ``error`` (naming the key and the reason when there is no prediction).
+Output columns: the key columns, ``prediction``, ``status`` (``ok``, ``unknown_group``, the group's
+training status, or ``refused``: its stored model failed the checksum or the trusted types and was not
+loaded; the other groups still score) and ``error`` (naming the key, the run and the reason when there is
+no prediction).
 """
 from __future__ import annotations
 
@@ -18,21 +23,26 @@ import numpy as np
 import pandas as pd
 
 from manymodels.keys import canonical_key, key_text
-from manymodels.serialization import MODEL_CACHE
+from manymodels.serialization import DEFAULT_POLICY, MODEL_CACHE, MODEL_FORMAT, LoadPolicy, ModelRefusedError
 
 UNKNOWN_GROUP = "unknown_group"
+REFUSED = "refused"  # the stored model failed its checksum or trusted-types check: not loaded, not used
+POLICY_KEY = b"manymodels.load_policy"
 MODELS_FILE = "models.parquet"
 ROW_GROUP = 512
 
 
 def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load_blobs, run_label: str = "",
-                  pass_dataframe: bool = False, with_proba: bool = False) -> pd.DataFrame:
+                  pass_dataframe: bool = False, with_proba: bool = False,
+                  policy: LoadPolicy | None = None) -> pd.DataFrame:
     """Predict every row of ``df`` with its group's model.
 
     Pure: ``index`` maps a canonical key to its entry (status, error, model_sha256, library_versions, ...);
     ``load_blobs(entries) -> {sha: bytes}`` fetches the models not yet in ``MODEL_CACHE``, once per batch.
     Models see the features as training gave them: a float matrix, or a DataFrame with ``pass_dataframe``.
-    ``with_proba`` adds ``probabilities`` (class -> probability) for classifiers.
+    ``with_proba`` adds ``probabilities`` (class -> probability) for classifiers. ``policy`` (the training
+    run's format and trusted types) decides what may be deserialized; a group whose model is refused
+    (checksum mismatch, untrusted types) gets ``status="refused"`` and the reason, naming group and run.
     """
     n = len(df)
     prediction = np.full(n, np.nan, dtype=object)
@@ -57,8 +67,14 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
             error[positions] = f"group {where} has no model: {entry['status']} in training ({entry['error']})"
             continue
         sha = entry["model_sha256"]
-        model = MODEL_CACHE.get(lambda: blobs[sha], sha, where=f"group {where} of {run_label}",
-                                versions=entry["library_versions"])
+        try:
+            model = MODEL_CACHE.get(lambda: blobs[sha], sha, where=f"group {where} of {run_label}",
+                                    versions=entry["library_versions"],
+                                    model_format=entry.get("model_format") or MODEL_FORMAT, policy=policy)
+        except ModelRefusedError as exc:  # this group only: its rows say why, the others still score
+            status[positions] = REFUSED
+            error[positions] = f"{type(exc).__name__}: {exc}"
+            continue
         X = X_all.iloc[positions] if pass_dataframe else X_all[positions]
         if with_proba and hasattr(model, "predict_proba"):
             p = model.predict_proba(X)
@@ -82,9 +98,11 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
 class PackedModels:
     """Writer of the router's ``models.parquet``: fed model-table batches, one row group per ``ROW_GROUP`` rows."""
 
-    SCHEMA_COLUMNS = ("key", "status", "error", "model_sha256", "library_versions", "model")
+    SCHEMA_COLUMNS = ("key", "status", "error", "model_sha256", "library_versions", "model_format", "model")
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, policy: LoadPolicy | None = None):
+        """``policy``: the training run's ``LoadPolicy`` (``LoadPolicy.of(spec)``), stored in the file's metadata."""
+        self.policy = policy or DEFAULT_POLICY
         self.path = Path(folder) / MODELS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pending: list[pd.DataFrame] = []
@@ -97,6 +115,8 @@ class PackedModels:
     def add(self, batch: pd.DataFrame, key_cols) -> None:
         keys = [list(canonical_key(k)) for k in batch[list(key_cols)].itertuples(index=False, name=None)]
         frame = batch.loc[:, ["status", "error", "model_sha256", "library_versions", "model"]].assign(key=keys)
+        # the format each row was written in; a batch without the column is all in the run's format
+        frame["model_format"] = batch["model_format"] if "model_format" in batch else self.policy.model_format
         self._pending.append(frame.loc[:, list(self.SCHEMA_COLUMNS)])
         self._n_pending += len(frame)
         while self._n_pending >= ROW_GROUP:
@@ -108,7 +128,7 @@ class PackedModels:
 
         pending = pd.concat(self._pending, ignore_index=True)
         head, rest = pending.iloc[:n], pending.iloc[n:]
-        table = pa.Table.from_pandas(head, preserve_index=False, schema=_packed_schema())
+        table = pa.Table.from_pandas(head, preserve_index=False, schema=_packed_schema(self.policy))
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, table.schema)
         self._writer.write_table(table, row_group_size=n)
@@ -120,16 +140,26 @@ class PackedModels:
         if self._n_pending:
             self._flush(self._n_pending)
         if self._writer is None:  # no groups at all: an empty file with the schema
-            pq.write_table(_packed_schema().empty_table(), self.path)
+            pq.write_table(_packed_schema(self.policy).empty_table(), self.path)
         else:
             self._writer.close()
 
 
-def _packed_schema():
+def _packed_schema(policy: LoadPolicy = DEFAULT_POLICY):
     import pyarrow as pa
 
     return pa.schema([("key", pa.list_(pa.string())), ("status", pa.string()), ("error", pa.string()),
-                      ("model_sha256", pa.string()), ("library_versions", pa.string()), ("model", pa.binary())])
+                      ("model_sha256", pa.string()), ("library_versions", pa.string()),
+                      ("model_format", pa.string()), ("model", pa.binary())],
+                     metadata={POLICY_KEY: policy.to_json().encode()})
+
+
+def read_policy(path: str | Path) -> LoadPolicy:
+    """The ``LoadPolicy`` stored with a packed store (stores written before it had one: pickle5)."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).schema_arrow.metadata or {}
+    return LoadPolicy.from_json(metadata.get(POLICY_KEY))
 
 
 def read_index(path: str | Path) -> dict:
@@ -137,9 +167,11 @@ def read_index(path: str | Path) -> dict:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
+    columns = ["key", "status", "error", "model_sha256", "library_versions"]
+    columns += ["model_format"] if "model_format" in pf.schema_arrow.names else []  # older stores: all pickle5
     index = {}
     for rg in range(pf.num_row_groups):
-        frame = pf.read_row_group(rg, columns=["key", "status", "error", "model_sha256", "library_versions"]).to_pandas()
+        frame = pf.read_row_group(rg, columns=columns).to_pandas()
         for row, rec in enumerate(frame.to_dict("records")):
             rec.update(row_group=rg, row=row)
             index[tuple(rec.pop("key"))] = rec
@@ -170,10 +202,12 @@ class GroupRouter(mlflow.pyfunc.PythonModel):
         self.pass_dataframe = pass_dataframe
         self._root: Path | None = None
         self._index: dict | None = None
+        self._policy: LoadPolicy | None = None
 
     def load_context(self, context):
         self._root = Path(context.artifacts["group_models"])
         self._index = read_index(self._root / MODELS_FILE)
+        self._policy = read_policy(self._root / MODELS_FILE)
 
     def _load_blobs(self, entries: list[dict]) -> dict[str, bytes]:
         return read_blobs(self._root / MODELS_FILE, entries)
@@ -184,4 +218,4 @@ class GroupRouter(mlflow.pyfunc.PythonModel):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return route_predict(frame, key_cols=self.key_cols, feature_cols=self.feature_cols, index=self._index,
                              load_blobs=self._load_blobs, run_label=f"training run {self.training_run_id}",
-                             pass_dataframe=self.pass_dataframe)
+                             pass_dataframe=self.pass_dataframe, policy=getattr(self, "_policy", None))
