@@ -139,15 +139,16 @@ def _stream_models(spark, table, out: Path) -> pd.DataFrame:
     (``out/router``); return the per-group metrics (no blobs)."""
     keys = list(table.spec.group_cols)
     cols = keys + ["status", "error", "n_rows", "fit_seconds", *METRIC_COLUMNS, "model", "model_sha256",
-                   "library_versions", "task_attempt"]
+                   "library_versions", "task_attempt", "model_format"]
     frames = []
     made_dirs: set[Path] = set()
-    with PackedModels(out / "router") as packed:
+    suffix = serialization.extension(table.spec.model_format)  # pkl or skops
+    with PackedModels(out / "router", policy=serialization.LoadPolicy.of(table.spec)) as packed:
         for batch in iter_model_table(spark, table, cols):
             paths = []
             for values, status, blob in zip(batch[keys].itertuples(index=False, name=None), batch["status"],
                                             batch["model"]):
-                rel = f"models/{key_path(table.spec.group_cols, values)}.pkl" if status == STATUS_OK else None
+                rel = f"models/{key_path(table.spec.group_cols, values)}.{suffix}" if status == STATUS_OK else None
                 if rel:
                     path = out / rel
                     if path.parent not in made_dirs:
