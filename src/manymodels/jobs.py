@@ -87,8 +87,11 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
                        params: str | dict | None = None, model_name: str | None = None, alias: str = "champion",
                        experiment: str | None = None, location: str | None = None, fmt: str | None = None,
                        failure_policy: str = "record", seed: int = 42, min_rows: int = 10,
-                       training_run_id: str | None = None, model_format: str = "pickle5",
+                       training_run_id: str | None = None, retrain: str = "all", model_format: str = "pickle5",
                        trusted_types=()) -> TrainResult:
+    """Train per group, then log and register; the new model table becomes current only once its router
+    version is registered, just before the alias moves (a run killed before that changes neither).
+    ``retrain``: ``all``, ``failed`` or ``changed`` (see ``retrain.py``)."""
     from manymodels import tracking
     from manymodels.training import train_per_group
 
@@ -99,7 +102,7 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
     table = train_per_group(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,
                             estimator=est, params=est_params, failure_policy=failure_policy, seed=seed,
                             min_rows=min_rows, training_run_id=training_run_id, location=location,
-                            model_format=model_format, trusted_types=tuple(trusted_types))
+                            retrain=retrain, commit=False, model_format=model_format, trusted_types=tuple(trusted_types))
     t1 = time.perf_counter()
     logged = tracking.log_training(spark, table, ctx, name=model_name, alias=alias,
                                    extra_params={"source": source})

@@ -5,6 +5,11 @@ as Delta with one overwrite (atomic by Delta's log), or a folder on a filesystem
 see (local disk, ``/Volumes`` or ``/dbfs`` FUSE paths). A folder holds immutable versions under
 ``_versions/`` and a ``_CURRENT`` pointer replaced with ``os.replace`` only after a version is
 completely written: a failed or killed run leaves the previous table readable and intact.
+
+Writing and committing can be two steps (``write(..., commit=False)`` then ``commit_version``):
+the training job writes the version, MLflow logs and registers it, and only then does the
+pointer move, so a run killed while logging leaves both the table and the alias as they were.
+A table name is written and committed in one Delta overwrite.
 """
 from __future__ import annotations
 
@@ -37,8 +42,9 @@ def _pointer(location: str) -> Path:
     return Path(location) / POINTER
 
 
-def write(df, location: str, training_run_id: str) -> str:
-    """Write ``df`` (triggering its computation) and commit it; return the committed version's path or name."""
+def write(df, location: str, training_run_id: str, *, commit: bool = True) -> str:
+    """Write ``df`` (triggering its computation) and commit it (unless ``commit=False``, folder locations only);
+    return the written version's path or name."""
     if is_table_name(location):
         df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(location)
         return location
@@ -46,11 +52,18 @@ def write(df, location: str, training_run_id: str) -> str:
     safe_run = re.sub(r"[^\w.-]", "_", training_run_id)[:80]
     version = root / "_versions" / f"{time.strftime('%Y%m%dT%H%M%S')}-{safe_run}-{uuid.uuid4().hex[:8]}"
     df.write.mode("error").parquet(str(version))  # a fresh folder; "error" (not "errorifexists"): Spark Connect
-    commit(root, version, training_run_id)
+    if commit:
+        _move_pointer(root, version, training_run_id)
     return str(version)
 
 
-def commit(root: Path, version: Path, training_run_id: str) -> None:
+def commit_version(location: str, version: str, training_run_id: str) -> None:
+    """Make a version written with ``write(..., commit=False)`` the current table of ``location``."""
+    if not is_table_name(location):
+        _move_pointer(Path(location).resolve(), Path(version), training_run_id)
+
+
+def _move_pointer(root: Path, version: Path, training_run_id: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{POINTER}.{uuid.uuid4().hex}"
     tmp.write_text(json.dumps({"version": str(version), "training_run_id": training_run_id,
@@ -80,6 +93,26 @@ def read_version(spark, version: str):
 def is_local_version(version: str) -> bool:
     """A version folder the driver can read directly (no Spark job needed)."""
     return not is_table_name(version) and Path(version).is_dir()
+
+
+def read_columns(spark, version: str, columns: list[str]):
+    """Some small columns of a version as pandas (no blobs!); columns the version lacks come back as nulls."""
+    import pandas as pd
+
+    if is_local_version(version):
+        import pyarrow.dataset as ds
+
+        data = ds.dataset(version, format="parquet")
+        have = [c for c in columns if c in data.schema.names]
+        frame = data.to_table(columns=have).to_pandas()
+    else:
+        df = read_version(spark, version)
+        have = [c for c in columns if c in df.columns]
+        frame = df.select(*have).toPandas()
+    for c in columns:
+        if c not in frame:
+            frame[c] = pd.Series([None] * len(frame), dtype="object")
+    return frame[columns]
 
 
 def value_counts(spark, version: str, column: str) -> dict:

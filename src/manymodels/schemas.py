@@ -35,6 +35,9 @@ FIXED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("library_versions", "string", "object"),
     ("task_attempt", "string", "object"),
     ("training_run_id", "string", "object"),
+    ("data_fingerprint", "string", "object"),  # the group's rows as a multiset (retrain.py); null for per-file training
+    ("spec_fingerprint", "string", "object"),  # estimator, params and settings that decide the model (retrain.py)
+    ("carried_from", "string", "object"),  # the training run that fitted a model carried over unchanged; else null
 )
 FIXED_NAMES = tuple(c for c, _, _ in FIXED_COLUMNS)
 

@@ -139,7 +139,7 @@ def _stream_models(spark, table, out: Path) -> pd.DataFrame:
     (``out/router``); return the per-group metrics (no blobs)."""
     keys = list(table.spec.group_cols)
     cols = keys + ["status", "error", "n_rows", "fit_seconds", *METRIC_COLUMNS, "model", "model_sha256",
-                   "library_versions", "task_attempt", "model_format"]
+                   "library_versions", "task_attempt", "data_fingerprint", "carried_from", "model_format"]
     frames = []
     made_dirs: set[Path] = set()
     suffix = serialization.extension(table.spec.model_format)  # pkl or skops
@@ -247,9 +247,12 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
         out = Path(tmp)
         mlflow.set_tags({RUN_TAG: table.training_run_id, "manymodels.model_table": table.version,
                          "manymodels.model_table_location": table.location})
-        mlflow.log_params({**_params(table), **{k: str(v) for k, v in (extra_params or {}).items()}})
+        retrain = table.extra.get("retrain") or {}
+        mlflow.log_params({**_params(table), "retrain": retrain.get("mode", "all"),
+                           **{k: str(v) for k, v in (extra_params or {}).items()}})
         metrics = _stream_models(spark, table, out)
-        mlflow.log_metrics(summary_metrics(metrics))
+        mlflow.log_metrics({**summary_metrics(metrics),
+                            **{f"groups_{k}": float(retrain[k]) for k in ("trained", "carried", "dropped") if k in retrain}})
         if (out / "models").exists():
             mlflow.log_artifacts(str(out / "models"), "models")
         metrics.to_parquet(out / "group_metrics.parquet", index=False)
@@ -271,14 +274,17 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
                 artifacts={"group_models": str(out / "router")}, signature=_signature(table),
                 pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
 
-        version, reused = _register_once(client, name, table.training_run_id, alias, log)
+        # The model table becomes current only now, after the version exists and before the alias moves:
+        # a run killed earlier leaves the previous table and alias as they were; a rerun reuses this run.
+        version, reused = _register_once(client, name, table.training_run_id, alias, log, before_alias=table.commit)
     return LoggedTraining(run.info.run_id, name, version, alias, f"models:/{name}@{alias}", reused)
 
 
-def _register_once(client, name: str, run_key: str, alias: str, log_model) -> tuple[str, bool]:
+def _register_once(client, name: str, run_key: str, alias: str, log_model, before_alias=None) -> tuple[str, bool]:
     """Register the model of ``run_key`` once (reusing a version already tagged with it) and point ``alias`` at it.
 
-    Called inside the active run; ``log_model()`` logs the model and returns its ModelInfo.
+    Called inside the active run; ``log_model()`` logs the model and returns its ModelInfo;
+    ``before_alias()`` (if given) runs after the version exists and before the alias moves.
     """
     import mlflow
 
@@ -290,6 +296,8 @@ def _register_once(client, name: str, run_key: str, alias: str, log_model) -> tu
         version = str(mlflow.register_model(info.model_uri, name, tags={RUN_TAG: run_key}).version)
     else:
         version = str(existing.version)
+    if before_alias is not None:
+        before_alias()
     client.set_registered_model_alias(name, alias, version)
     mlflow.set_tag("manymodels.registered_version", f"{name}/{version}")
     return version, existing is not None

@@ -1,8 +1,10 @@
 """The thin Spark layer of per-group and per-file training.
 
-Flow: driver-side validation -> one cheap aggregate of group sizes (null keys, empty input) ->
-bin-packed partition plan -> one ``mapInPandas`` pass of the pure ``fit_stream`` over sorted
-partitions -> model table written atomically. The UDF returns rows only: no MLflow, no files.
+Flow: driver-side validation -> one cheap aggregate of group sizes and data fingerprints (null
+keys, empty input) -> which groups to train or carry over (``retrain.py``) -> bin-packed partition
+plan -> one ``mapInPandas`` pass of the pure ``fit_stream`` over sorted partitions (plus the carried
+rows of the previous table) -> model table written atomically. The UDF returns rows only: no
+MLflow, no files.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from functools import partial
+from functools import partial, reduce
 
 import pandas as pd
 from pyspark.sql import functions as F
@@ -22,7 +24,9 @@ from manymodels.keys import canonical_key
 from manymodels.memory import FRACTION_COL, check_group_memory, row_bytes, sample_fractions
 from manymodels.planning import BIN_COL, TASKS_PER_CORE, partition_labels, plan
 from manymodels.progress import Progress
-from manymodels.schemas import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
+from manymodels.retrain import (CARRIED_FROM, DATA_FP, HASH_HIGH, HASH_LOW, PREVIOUS_COLS, SPEC_FP, check_mode,
+                                data_fingerprints, plan_retrain, spec_fingerprint)
+from manymodels.schemas import FIXED_COLUMNS, FIXED_NAMES, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
 from manymodels.session import parallelism
 from manymodels.validation import (InputError, check_columns, check_estimator, check_group_sizes, check_settings,
                                    short_list)
@@ -43,6 +47,7 @@ class ModelTable:
     wall_seconds: float
     plan_partitions: int
     extra: dict = field(default_factory=dict)
+    committed: bool = True  # False: written but not yet the location's current table (see ``commit``)
 
     @property
     def training_run_id(self) -> str:
@@ -50,6 +55,12 @@ class ModelTable:
 
     def read(self, spark):
         return model_store.read_version(spark, self.version)
+
+    def commit(self) -> None:
+        """Make this written version the location's current model table (atomic; idempotent)."""
+        if not self.committed:
+            model_store.commit_version(self.location, self.version, self.training_run_id)
+            self.committed = True
 
 
 SETTINGS = tuple(f.name for f in fields(TrainSpec) if f.name not in ("group_cols", "feature_cols", "label_col",
@@ -85,11 +96,23 @@ def group_sizes(df, key_cols) -> pd.DataFrame:
     return df.groupBy(*key_cols).count().toPandas()
 
 
+def group_stats(df, spec: TrainSpec) -> pd.DataFrame:
+    """One cheap aggregate: rows per group and its ``data_fingerprint`` (``retrain.py``), on the driver."""
+    h = F.xxhash64(*[F.col(c) for c in [*spec.feature_cols, spec.label_col]])
+    mask = F.lit(0x7FFFFFFF).cast("bigint")
+    stats = (df.groupBy(*spec.group_cols)
+             .agg(F.count(F.lit(1)).alias("count"), F.sum(h.bitwiseAND(mask)).alias(HASH_LOW),
+                  F.sum(F.shiftright(h, 32).bitwiseAND(mask)).alias(HASH_HIGH))
+             .toPandas())
+    stats[DATA_FP] = data_fingerprints(stats) if len(stats) else pd.Series([], dtype="object")
+    return stats.drop(columns=[HASH_LOW, HASH_HIGH])
+
+
 def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
                       tasks_per_core: int = TASKS_PER_CORE):
-    """The lazy Spark DataFrame of the model table, and the number of partitions planned."""
+    """The lazy Spark DataFrame of the model table, and the number of groups of each planned task."""
     spark = df.sparkSession
-    sizes = group_sizes(df, spec.group_cols) if sizes is None else sizes
+    sizes = group_stats(df, spec) if sizes is None else sizes
     check_group_sizes(spec.group_cols, sizes)
     keys = list(spec.group_cols)
     over = check_group_memory(sizes, keys, row_bytes(dict(df.dtypes), keys, spec.feature_cols, spec.label_col),
@@ -102,8 +125,10 @@ def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
         spec = replace(spec, sampled_from=tuple((canonical_key(tuple(r[k] for k in keys)), int(r["count"]))
                                                 for _, r in over.iterrows()))
         extra = [FRACTION_COL]
-    assign_df = spark.createDataFrame(assignment[keys + [BIN_COL] + extra], schema=_assignment_schema(df, keys, extra))
-    packed = df.select(*cols).join(assign_df.hint("broadcast"), on=keys, how="inner")
+    fingerprints = [DATA_FP] if DATA_FP in assignment else []
+    assign_df = spark.createDataFrame(assignment[keys + [BIN_COL] + extra + fingerprints],
+                                      schema=_assignment_schema(df, keys, extra, fingerprints))
+    packed = df.select(*cols).join(assign_df.select(*keys, BIN_COL, *extra).hint("broadcast"), on=keys, how="inner")
     if extra:
         packed = packed.where(_uniform(cols, spec.seed) < F.col(FRACTION_COL)).drop(FRACTION_COL)
     packed = (packed
@@ -111,16 +136,21 @@ def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
               .sortWithinPartitions(BIN_COL, *keys)
               .drop(BIN_COL))
     task_groups = assignment.groupby(BIN_COL).size().reindex(partition_labels(n_parts), fill_value=0).tolist()
-    return packed.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec)), task_groups
+    out = packed.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec))
+    if fingerprints:  # a broadcast join of the small plan: the trained rows are not shuffled again
+        out = out.drop(DATA_FP).join(assign_df.select(*keys, DATA_FP).hint("broadcast"), on=keys, how="left")
+    out = out.withColumn(SPEC_FP, F.lit(spec_fingerprint(spec)))
+    return out.select(*keys, *FIXED_NAMES), task_groups
 
 
-def _assignment_schema(df, keys, extra=()):
-    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+def _assignment_schema(df, keys, extra=(), strings=()):
+    from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
     fields = {f.name: f for f in df.schema.fields}
     return StructType([StructField(k, fields[k].dataType, False) for k in keys]
                       + [StructField(BIN_COL, IntegerType(), False)]
-                      + [StructField(c, DoubleType(), False) for c in extra])
+                      + [StructField(c, DoubleType(), False) for c in extra]
+                      + [StructField(c, StringType(), True) for c in strings])
 
 
 def _uniform(cols, seed: int):
@@ -131,7 +161,7 @@ def _uniform(cols, seed: int):
 
 def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None,
                     location: str | None = None, tasks_per_core: int = TASKS_PER_CORE,
-                    progress: float | bool | None = None,
+                    progress: float | bool | None = None, retrain: str = "all", commit: bool = True,
                     **settings) -> ModelTable:
     """Fit a clone of ``estimator`` for every group of ``df`` in parallel and commit the model table.
 
@@ -144,17 +174,65 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     ``InputError`` naming it, or, with ``oversize="subsample"``, trained on a seeded sample (its
     ``n_rows_input`` column keeps the original row count). ``progress``: seconds between progress lines
     on the console (default ``MANYMODELS_PROGRESS_SECONDS`` or 10; ``False`` for none).
+    ``retrain``: ``"all"`` (default), ``"failed"`` or ``"changed"``: train only those groups and carry the
+    others over, byte for byte, from the table committed at ``location`` (``retrain.py``).
+    ``commit=False`` writes the new version without making it current: ``ModelTable.commit()`` does
+    that later (``tracking.log_training`` does it once the model is registered, before the alias moves).
     Output: a ``ModelTable`` whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input
     raises ``InputError`` before the training job; ``failure_policy="raise"`` raises ``GroupFitError``
     naming the group and leaves the previously committed table untouched.
     """
     spec = make_spec(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,
                      estimator=estimator, params=params, **settings)
+    check_mode(retrain)
+    location = location or model_store.default_location()
     start = time.perf_counter()
-    table, task_groups = build_model_table(df, spec, tasks_per_core=tasks_per_core)
-    with Progress(df.sparkSession, f"training {spec.training_run_id}", task_groups, progress):
-        return _commit(table, spec, location or model_store.default_location(), start, len(task_groups),
-                       dict(df.dtypes))
+    spark, keys = df.sparkSession, list(spec.group_cols)
+    stats = group_stats(df, spec)
+    check_group_sizes(spec.group_cols, stats)
+    previous = _previous_rows(spark, location, keys) if retrain != "all" else None
+    to_train, to_carry = plan_retrain(stats, None if previous is None else previous[1], keys, retrain,
+                                      spec_fingerprint(spec), location=location)
+    parts, task_groups = [], []
+    if len(to_train):
+        trained, task_groups = build_model_table(df, spec, sizes=to_train, tasks_per_core=tasks_per_core)
+        parts.append(trained)
+    if len(to_carry):
+        parts.append(_carried(df, previous[0], to_carry, spec))
+    table = reduce(lambda a, b: a.unionByName(b), parts)
+    info = {"mode": retrain, "trained": len(to_train), "carried": len(to_carry),
+            "carried_from_version": previous[0] if len(to_carry) else None,
+            "dropped": 0 if previous is None else int(len(previous[1]) - len(previous[1].merge(stats[keys], on=keys)))}
+    with Progress(spark, f"training {spec.training_run_id}", task_groups, progress):
+        return _commit(table, spec, location, start, len(task_groups), dict(df.dtypes), retrain=info,
+                       commit=commit)
+
+
+def _previous_rows(spark, location: str, keys: list[str]) -> tuple[str, pd.DataFrame] | None:
+    """The committed table at ``location``: its version and its keys + ``PREVIOUS_COLS`` (no blobs), or None."""
+    try:
+        version = location if model_store.is_table_name(location) else model_store.current(location)["version"]
+        if model_store.is_table_name(location) and not spark.catalog.tableExists(location):
+            return None
+    except model_store.ModelTableNotFound:
+        return None
+    frame = model_store.read_columns(spark, version, keys + list(PREVIOUS_COLS))
+    return version, frame
+
+
+def _carried(df, version: str, carry_keys: pd.DataFrame, spec: TrainSpec):
+    """The previous version's rows of ``carry_keys``, unchanged but for ``training_run_id`` and ``carried_from``."""
+    spark, keys = df.sparkSession, list(spec.group_cols)
+    types = dict(df.dtypes)
+    wanted = spark.createDataFrame(carry_keys[keys], schema=", ".join(f"`{k}` {types[k]}" for k in keys))
+    previous = model_store.read_version(spark, version)
+    previous = previous.select(*[F.col(k).cast(types[k]).alias(k) for k in keys],  # a table of older columns
+                               *[F.col(c) if c in previous.columns else F.lit(None).cast(t).alias(c)
+                                 for c, t, _ in FIXED_COLUMNS])
+    rows = previous.join(wanted.hint("broadcast"), on=keys, how="inner")
+    rows = (rows.withColumn(CARRIED_FROM, F.coalesce(F.col(CARRIED_FROM), F.col("training_run_id")))
+                .withColumn("training_run_id", F.lit(spec.training_run_id)))
+    return rows.select(*keys, *FIXED_NAMES)
 
 
 @contextmanager
@@ -181,11 +259,12 @@ def _session_conf(spark, settings: dict[str, str]):
                 spark.conf.set(k, v)
 
 
-def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, input_types: dict) -> ModelTable:
+def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, input_types: dict, *,
+            retrain: dict | None = None, commit: bool = True) -> ModelTable:
     try:
         # Large Arrow batches: fewer Python round trips; groups are sliced out of them anyway.
         with _session_conf(table.sparkSession, {ARROW_MAX_RECORDS: str(TRAIN_ARROW_BATCH_ROWS)}):
-            version = model_store.write(table, location, spec.training_run_id)
+            version = model_store.write(table, location, spec.training_run_id, commit=commit)
     except Exception as exc:  # surface the worker's group error as the driver's own
         message = str(exc)
         if GroupFitError.__name__ in message:
@@ -193,8 +272,9 @@ def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, i
             raise GroupFitError(line.split("GroupFitError: ", 1)[-1].strip()) from exc
         raise
     result = ModelTable(location=location, version=version, spec=spec, n_groups=0, counts={},
-                        wall_seconds=0.0, plan_partitions=n_parts, extra={"input_types": input_types,
-                                                                          "task": task_of(spec)})
+                        wall_seconds=0.0, plan_partitions=n_parts,
+                        extra={"input_types": input_types, "task": task_of(spec), "retrain": retrain or {}},
+                        committed=commit or model_store.is_table_name(location))
     found = model_store.value_counts(table.sparkSession, version, "status")
     result.counts = {s: int(found.get(s, 0)) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
     result.n_groups = sum(result.counts.values())
