@@ -1,4 +1,5 @@
 import json
+import re
 import warnings
 
 import pytest
@@ -34,3 +35,142 @@ def test_version_mismatch_warns_with_both_versions():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         serialization.warn_on_version_mismatch(serialization.library_versions(), "group a=1")
+
+
+# ---------------------------------------------------------------- formats: skops with explicit trusted types
+
+import io  # noqa: E402
+import zipfile  # noqa: E402
+
+import numpy as np  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
+from sklearn.tree import DecisionTreeRegressor  # noqa: E402
+
+from manymodels.config import TrainSpec  # noqa: E402
+from manymodels.serialization import LoadPolicy, UntrustedModelError  # noqa: E402
+from manymodels.validation import InputError  # noqa: E402
+
+X = np.random.default_rng(3).normal(size=(40, 3))
+Y = X @ [1.0, -2.0, 0.5] + 0.1
+
+
+def skops_policy(*extra):
+    return LoadPolicy("skops", serialization.trusted_types(tuple(extra)))
+
+
+def test_skops_round_trip_predicts_exactly_like_pickle():
+    model = make_pipeline(StandardScaler(), LinearRegression()).fit(X, Y)
+    blob = serialization.dumps(model, "skops")
+    assert blob[:4] == b"PK\x03\x04" and serialization.extension("skops") == "skops"
+    back = serialization.loads(blob, serialization.sha256(blob), model_format="skops", policy=skops_policy())
+    via_pickle = serialization.loads(serialization.dumps(model), serialization.sha256(serialization.dumps(model)))
+    np.testing.assert_array_equal(back.predict(X), via_pickle.predict(X))
+
+
+def test_default_trusted_types_cover_the_linear_models():
+    import sklearn.linear_model as lm
+
+    for name in ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "HuberRegressor", "SGDRegressor"):
+        blob = serialization.dumps(getattr(lm, name)().fit(X, Y), "skops")
+        assert serialization.untrusted_types(blob, serialization.DEFAULT_TRUSTED_TYPES) == [], name
+    for model in (lm.LogisticRegression().fit(X, Y > 0), lm.SGDClassifier().fit(X, Y > 0),
+                  lm.PoissonRegressor().fit(X, np.exp(Y / 4))):
+        serialization.loads(b := serialization.dumps(model, "skops"), serialization.sha256(b),
+                            model_format="skops", policy=skops_policy())
+
+
+def test_untrusted_types_are_refused_at_training_and_at_load_naming_group_types_and_fix():
+    model = make_pipeline(FunctionTransformer(np.log1p), LinearRegression()).fit(np.abs(X), Y)
+    with pytest.raises(UntrustedModelError, match=r"numpy\.log1p.*trusted_types"):
+        serialization.dumps(model, "skops")  # skops itself would trust numpy.log1p: our list is explicit
+    extra = ("numpy.log1p", "sklearn.preprocessing.FunctionTransformer")
+    blob = serialization.dumps(model, "skops", serialization.trusted_types(extra))
+    sha = serialization.sha256(blob)
+    with pytest.raises(UntrustedModelError) as err:
+        serialization.loads(blob, sha, where="group store=1 of training run r9", model_format="skops",
+                            policy=skops_policy())
+    text = str(err.value)
+    assert "group store=1 of training run r9" in text and "'numpy.log1p'" in text
+    assert "sklearn.preprocessing._function_transformer.FunctionTransformer" in text and "trusted_types" in text
+    back = serialization.loads(blob, sha, model_format="skops", policy=skops_policy(*extra))
+    np.testing.assert_array_equal(back.predict(np.abs(X)), model.predict(np.abs(X)))
+
+
+def test_tree_types_need_listing_by_their_full_or_public_path():
+    blob = serialization.dumps(tree := DecisionTreeRegressor(max_depth=2).fit(X, Y), "skops",
+                               serialization.trusted_types(("sklearn.tree.DecisionTreeRegressor",
+                                                            "sklearn.tree._tree.Tree")))
+    assert serialization.untrusted_types(blob, serialization.DEFAULT_TRUSTED_TYPES) == [
+        "sklearn.tree._classes.DecisionTreeRegressor", "sklearn.tree._tree.Tree"]
+    back = serialization.loads(blob, serialization.sha256(blob), model_format="skops",
+                               policy=skops_policy("sklearn.tree.DecisionTreeRegressor", "sklearn.tree._tree.Tree"))
+    np.testing.assert_array_equal(back.predict(X), tree.predict(X))
+
+
+def _forged(blob: bytes) -> bytes:
+    """The skops file with a reference to ``os.system`` slipped into its schema."""
+    src = zipfile.ZipFile(io.BytesIO(blob))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "schema.json":
+                schema = json.loads(data)
+                schema["content"]["content"]["evil"] = {"__class__": "system", "__module__": "os",
+                                                        "__loader__": "FunctionNode", "__id__": 1,
+                                                        "content": {"module_path": "os", "function": "system"}}
+                data = json.dumps(schema).encode()
+            dst.writestr(name, data)
+    return out.getvalue()
+
+
+def test_forged_skops_blob_with_a_matching_checksum_is_still_refused_by_the_trusted_list():
+    forged = _forged(serialization.dumps(LinearRegression().fit(X, Y), "skops"))
+    with pytest.raises(UntrustedModelError, match=r"group g=7.*\['os\.system'\]"):
+        serialization.loads(forged, serialization.sha256(forged), where="group g=7", model_format="skops",
+                            policy=skops_policy())
+
+
+def test_tampered_skops_blob_is_refused_before_it_is_parsed():
+    blob = serialization.dumps(LinearRegression().fit(X, Y), "skops")
+    with pytest.raises(ModelIntegrityError, match="group g=2 of training run r"):
+        serialization.loads(blob[:-3] + b"xyz", serialization.sha256(blob), where="group g=2 of training run r",
+                            model_format="skops", policy=skops_policy())
+
+
+def test_a_skops_run_never_unpickles():
+    blob = serialization.dumps(LinearRegression().fit(X, Y))  # a pickle, checksum and all, in a skops store
+    with pytest.raises(UntrustedModelError, match="group g=3.*'pickle5'.*only skops"):
+        serialization.loads(blob, serialization.sha256(blob), where="group g=3", model_format="pickle5",
+                            policy=skops_policy())
+    with pytest.raises(UntrustedModelError, match="'joblib'"):
+        serialization.loads(blob, serialization.sha256(blob), model_format="joblib")
+
+
+def test_load_policy_round_trips_and_follows_the_spec():
+    spec = TrainSpec(("g",), ("x",), "y", LinearRegression(), model_format="skops",
+                     trusted_types=["sklearn.tree._tree.Tree"])
+    policy = LoadPolicy.of(spec)
+    assert policy.model_format == "skops" and "sklearn.tree._tree.Tree" in policy.trusted_types
+    assert set(serialization.DEFAULT_TRUSTED_TYPES) <= set(policy.trusted_types)
+    assert LoadPolicy.from_json(policy.to_json()) == policy and LoadPolicy.from_json(None).model_format == "pickle5"
+    assert LoadPolicy.of(TrainSpec(("g",), ("x",), "y", LinearRegression())).model_format == "pickle5"
+
+
+@pytest.mark.parametrize("settings,needle", [
+    ({"model_format": "joblib"}, "model_format='joblib': expected one of ('pickle5', 'skops')"),
+    ({"trusted_types": ["sklearn.tree._tree.Tree"]}, "only applies to model_format='skops'"),
+    ({"model_format": "skops", "trusted_types": ["Tree"]}, "fully qualified type names"),
+])
+def test_bad_format_settings_are_input_errors(settings, needle):
+    with pytest.raises(InputError, match=re.escape(needle)):
+        TrainSpec(("g",), ("x",), "y", LinearRegression(), **settings)
+
+
+def test_skops_rows_record_the_skops_version_and_mismatches_warn():
+    recorded = json.loads(serialization.library_versions("skops"))
+    assert "skops" in recorded and "skops" not in json.loads(serialization.library_versions())
+    recorded["skops"] = "0.0.2"
+    with pytest.warns(RuntimeWarning, match=r"skops trained with 0\.0\.2, loading with \d"):
+        serialization.warn_on_version_mismatch(json.dumps(recorded), "group a=1")
