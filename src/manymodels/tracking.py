@@ -109,6 +109,7 @@ def _params(table) -> dict[str, str]:
 
 
 BATCH_ROWS = 2048
+READ_BUFFER_BYTES = 1 << 20  # Parquet read buffer of iter_model_table (streams pages, not whole row groups)
 
 
 def iter_model_table(spark, table, columns: list[str]):
@@ -120,9 +121,14 @@ def iter_model_table(spark, table, columns: list[str]):
     version = table.version
     if model_store.is_local_version(version):
         import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
 
-        for batch in ds.dataset(version, format="parquet").to_batches(columns=columns, batch_size=BATCH_ROWS):
-            yield batch.to_pandas()
+        # One file at a time through a buffered stream: a Dataset scan (or a plain read) decodes whole row
+        # groups, several files ahead, and Spark writes one row group per ~128 MB: memory grew with the table.
+        for path in ds.dataset(version, format="parquet").files:
+            with pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False) as reader:
+                for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+                    yield batch.to_pandas()
         return
     rows = []
     for row in table.read(spark).select(*columns).toLocalIterator(prefetchPartitions=True):
