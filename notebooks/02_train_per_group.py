@@ -23,6 +23,7 @@ params = widgets({
     "experiment": "",
     "model_table": "",
     "failure_policy": "record",
+    "retrain": "all",  # "failed" or "changed": train only those groups, carry the others over from model_table
 })
 params
 
@@ -34,7 +35,7 @@ result = jobs.train_and_register(
     group_cols=params["group_cols"].split(","), feature_cols=params["feature_cols"].split(","),
     label_col=params["label_col"], estimator=params["estimator"], params=params["estimator_params"],
     model_name=params["model_name"], alias=params["alias"], experiment=params["experiment"] or None,
-    location=params["model_table"] or None, failure_policy=params["failure_policy"])
+    location=params["model_table"] or None, failure_policy=params["failure_policy"], retrain=params["retrain"])
 print(jobs.summarize(result, None, None, sum(result.timings.values()), jobs.metric_quantiles(spark, result.table)))
 
 # COMMAND ----------

@@ -39,7 +39,7 @@ NOTEBOOK_WIDGETS = {
     "01_prepare_data.py": {"n_groups", "mean_rows", "size_distribution", "layout", "output_dir", "seed"},
     "02_train_per_group.py": {
         "input_path", "group_cols", "feature_cols", "label_col", "estimator", "estimator_params",
-        "model_name", "alias", "experiment", "model_table", "failure_policy",
+        "model_name", "alias", "experiment", "model_table", "failure_policy", "retrain",
     },
     "03_tune_hyperparameters.py": {
         "input_path", "label_col", "estimator", "param_grid", "cv", "scoring", "group_cols", "model_name", "alias",
@@ -831,3 +831,8 @@ def test_job_parameter_defaults_are_values_the_code_accepts():
     params = {p["name"]: p.get("default") for p in
               load_yaml(REPO_ROOT / "resources" / "fold_ensemble.job.yml")["resources"]["jobs"]["fold_ensemble"]["parameters"]}
     assert params["sampling"] in SAMPLINGS and params["combine"] in COMBINES
+    from manymodels.retrain import RETRAIN_MODES
+
+    nightly = {p["name"]: p.get("default") for p in
+               load_yaml(REPO_ROOT / "resources" / "nightly.job.yml")["resources"]["jobs"]["nightly"]["parameters"]}
+    assert nightly["retrain"] in RETRAIN_MODES and nightly["failure_policy"] in ("record", "raise")

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--experiment", default=None)
     t.add_argument("--table", "--model_table", default=None, help="model table location: folder or catalog.schema.table")
     t.add_argument("--failure-policy", "--failure_policy", default="record", choices=["record", "raise"])
+    t.add_argument("--retrain", default="all", choices=["all", "failed", "changed"],
+                   help="train every group, or only failed / changed groups, carrying the others over from the "
+                        "model table committed at --model_table")
     t.add_argument("--training-run-id", default=None)
     t.add_argument("--master", default=None)
     t.add_argument("--model_format", default="pickle5", choices=["pickle5", "skops"],
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             get_spark(args.master), args.input, group_cols=args.group_cols, feature_cols=args.feature_cols,
             label_col=args.label_col, estimator=args.estimator, params=args.params, model_name=args.model_name,
             alias=args.alias, experiment=args.experiment, location=args.table, fmt=args.format,
-            failure_policy=args.failure_policy, training_run_id=args.training_run_id,
+            failure_policy=args.failure_policy, training_run_id=args.training_run_id, retrain=args.retrain,
             model_format=args.model_format, trusted_types=args.trusted_types)
         print(jobs.summarize(result, None, None, sum(result.timings.values())))
     elif args.command == "tune":
