@@ -404,8 +404,7 @@ def router_models(source: str, staging: str, stage):
         with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
             local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp)
             pyfunc = mlflow.pyfunc.load_model(local)
-            router = pyfunc.unwrap_python_model()
-            router.load_context(pyfunc._model_impl.context)
+            router = pyfunc.unwrap_python_model()  # load_model ran its load_context (no second index read)
             signature = pyfunc.metadata.signature
             outputs = {c.name: c.type.name for c in signature.outputs.inputs} if signature else {}
             meta = {"key_cols": router.key_cols, "feature_cols": router.feature_cols,
