@@ -36,5 +36,10 @@ test: install java chromium
 bench: install java
 	$(BIN)/python bench/bench_many_models.py
 
+# Peak driver memory (Python process and JVM) of train, log and score at 5,000 and 20,000 groups.
+.PHONY: bench-memory
+bench-memory: install java
+	$(BIN)/python bench/bench_driver_memory.py
+
 clean:
 	rm -rf $(VENV) .manymodels spark-warehouse
