@@ -124,7 +124,7 @@ def child(args) -> None:
     from manymodels.session import get_spark
     from manymodels.training import train_per_group
 
-    estimators = {"linear": lambda: LinearRegression(), "tree": lambda: DecisionTreeRegressor(max_depth=8, random_state=0)}
+    estimators = {"linear": LinearRegression, "tree": lambda: DecisionTreeRegressor(max_depth=8, random_state=0)}
     sampler = Sampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -259,8 +259,8 @@ def main() -> None:
     print(f"{'estimator':<10}{'Python peak':>12}{'over baseline':>15}{'JVM peak':>10}   per phase (Python peak)")
     for est in estimators:
         a, b = peaks(est, lo), peaks(est, hi)
-        per_phase = ", ".join(f"{n} {results[(est, hi)]['phases'][n]['python_peak_kb'] / results[(est, lo)]['phases'][n]['python_peak_kb']:.2f}"
-                              for n in PHASES)
+        ph_lo, ph_hi = results[(est, lo)]["phases"], results[(est, hi)]["phases"]
+        per_phase = ", ".join(f"{n} {ph_hi[n]['python_peak_kb'] / ph_lo[n]['python_peak_kb']:.2f}" for n in PHASES)
         print(f"{est:<10}{b[0] / a[0]:>12.2f}{b[1] / max(a[1], 1):>15.2f}{b[2] / max(a[2], 1):>10.2f}   {per_phase}")
     est = args.result_estimator if args.result_estimator in estimators else estimators[0]
     a, b = peaks(est, lo), peaks(est, hi)

@@ -103,8 +103,8 @@ packed = pq.ParquetFile(out / "router" / "models.parquet")
 print(json.dumps({"python_peak": python_peak, "arrow_peak": pa.default_memory_pool().max_memory(),
                   "arrow_before": pool_before, "metrics_rows": len(metrics),
                   "metrics_has_model": "model" in metrics.columns,
-                  "files": sum(1 for p in (out / "models").rglob("*") if p.is_file()), "packed_rows": packed.metadata.num_rows,
-                  "packed_row_groups": packed.num_row_groups}))
+                  "files": sum(1 for p in (out / "models").rglob("*") if p.is_file()),
+                  "packed_rows": packed.metadata.num_rows, "packed_row_groups": packed.num_row_groups}))
 """
 
 
