@@ -10,6 +10,7 @@
 from manymodels import jobs
 from manymodels.config import PanelSpec
 from manymodels.notebook import show, widgets
+from manymodels.validation import parse_int
 
 params = widgets({
     "n_groups": "1000",
@@ -23,8 +24,9 @@ params
 
 # COMMAND ----------
 
-panel = PanelSpec(n_groups=int(params["n_groups"]), mean_rows=int(params["mean_rows"]),
-                  size_distribution=params["size_distribution"], seed=int(params["seed"]))
+panel = PanelSpec(n_groups=parse_int("n_groups", params["n_groups"], minimum=1),
+                  mean_rows=parse_int("mean_rows", params["mean_rows"], minimum=1),
+                  size_distribution=params["size_distribution"], seed=parse_int("seed", params["seed"]))
 prepared = jobs.prepare_data(panel, params["output_dir"] or None, layout=params["layout"])
 print(f"wrote {prepared.n_rows} training rows of {prepared.n_groups} groups under {prepared.parquet_dir.parent}")
 print(f"held out {len(prepared.holdout)} rows for scoring")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.config import PanelSpec
-from manymodels.validation import InputError, short_list
+from manymodels.validation import InputError, check_path, short_list
 
 
 def group_sizes(spec: PanelSpec, rng: np.random.Generator) -> np.ndarray:
@@ -106,6 +106,7 @@ def read_input(spark, source: str, *, key_cols, feature_cols, label_col, fmt: st
     ``table`` and is guessed from the path when omitted. CSV columns are cast to double for features.
     """
     fmt = fmt or ("csv" if ".csv" in source else "table" if "/" not in source else "parquet")
+    check_path(source, "input_path")
     if fmt == "table":
         df = spark.read.table(source)
     elif fmt == "parquet":

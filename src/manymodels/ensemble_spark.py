@@ -69,20 +69,28 @@ def check_frame(df, feature_cols, label_col, classifier: bool) -> tuple[list[str
     return feature_cols, label_col
 
 
-def label_summary(df, label_col: str, classifier: bool) -> tuple[int, np.ndarray | None]:
-    """One aggregate job: the row count and, for a classifier, the sorted classes. Null labels are refused."""
+def label_summary(df, label_col: str, classifier: bool, feature_cols=()) -> tuple[int, np.ndarray | None]:
+    """One aggregate job: the row count and, for a classifier, the sorted classes. Null labels and infinite
+    values (in ``feature_cols`` or the label) are refused."""
     from pyspark.sql import functions as F
 
+    from manymodels.validation import NONFINITE_COL, nonfinite_aggregate, raise_nonfinite
+
+    inf = nonfinite_aggregate(df, [*feature_cols, label_col])
     if not classifier:
-        row = df.agg(F.count(F.lit(1)).alias("n"), F.count(label_col).alias("labelled")).collect()[0]
+        row = df.agg(F.count(F.lit(1)).alias("n"), F.count(label_col).alias("labelled"), *inf).collect()[0]
         n, labelled = int(row["n"]), int(row["labelled"])
+        n_inf = int(row[NONFINITE_COL] or 0) if inf else 0
         counts = None
     else:
-        counts = df.groupBy(label_col).count().limit(MAX_CLASSES + 2).toPandas()
+        counts = df.groupBy(label_col).agg(F.count(F.lit(1)).alias("count"), *inf).limit(MAX_CLASSES + 2).toPandas()
         n = int(counts["count"].sum())
         labelled = int(counts.loc[counts[label_col].notna(), "count"].sum())
+        n_inf = int(counts[NONFINITE_COL].sum()) if inf else 0
     if n == 0:
         raise InputError("The input has no rows: expected training rows. Check the input path or filter.")
+    if n_inf:
+        raise_nonfinite(df, [*feature_cols, label_col])
     if labelled < n:
         raise InputError(f"{n - labelled} of {n} row(s) have a null label in column '{label_col}': every training "
                          f"row needs a label. Drop them first (df.dropna(subset=['{label_col}'])).")
@@ -213,7 +221,7 @@ def fit_spark(ensemble, df, *, label_col, feature_cols=None):
     ensemble.check_params()
     classifier = ensemble._classifier
     feature_cols, label_col = check_frame(df, feature_cols, label_col, classifier)
-    n_rows, classes = label_summary(df, label_col, classifier)
+    n_rows, classes = label_summary(df, label_col, classifier, feature_cols)
     K, seed = ensemble.n_members, ensemble.seed
     if n_rows < 2 * K:
         raise InputError(f"n_members={K} needs at least {2 * K} rows (a few per member); the input has {n_rows}. "

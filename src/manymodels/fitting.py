@@ -192,7 +192,9 @@ def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, at
         return row
     if n_usable < spec.min_rows:
         row.update(status=STATUS_SKIPPED,
-                   error=f"{n_usable} rows with a label, fewer than min_rows={spec.min_rows}")
+                   error=f"{n_usable} rows with a label, fewer than min_rows={spec.min_rows}, in group "
+                         f"{key_text(spec.group_cols, key)}: not trained. Fix: add rows to the group or lower "
+                         "min_rows (failure_policy='raise' refuses such input before training)")
         return row
     if n_usable < len(y):
         X, y = X[usable], y[usable]

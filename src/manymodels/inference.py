@@ -74,7 +74,7 @@ def _check_present(input_types: dict, cols, role: str) -> None:
     missing = [c for c in cols if c not in input_types]
     if missing:
         raise InputError(f"{role} column(s) {short_list(missing)} not found in the data to score: found "
-                         f"{short_list(list(input_types), 12)}.")
+                         f"{short_list(list(input_types), 12)}. Add them or rename the input's columns.")
 
 
 # ---------------------------------------------------------------- per-group: resolve the models (driver)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from manymodels import data
 from manymodels.config import PanelSpec, project_home
-from manymodels.validation import InputError
+from manymodels.validation import InputError, check_estimator, check_path
 
 
 def load_estimator(path: str, params: str | dict | None = None):
@@ -95,6 +95,7 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
     from manymodels import tracking
     from manymodels.training import train_per_group
 
+    check_estimator(*load_estimator(estimator, params))  # a bad estimator or parameter: before MLflow or Spark
     ctx = tracking.configure(experiment=experiment)  # before any worker touches the store
     df = data.read_input(spark, source, key_cols=group_cols, feature_cols=feature_cols, label_col=label_col, fmt=fmt)
     est, est_params = load_estimator(estimator, params)
@@ -217,8 +218,9 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     from manymodels.tracking import configure, model_name as full_name
 
     start = time.perf_counter()
-    configure(experiment=experiment or None)
+    configure(experiment=experiment or None, create=False)  # scoring logs nothing: no experiment is made
     source = input_path or default_input()
+    check_path(source, "input_path")
     df = read_any(spark, source)
     keep = [c.strip() for c in passthrough_cols.split(",") if c.strip()]
     uri = f"models:/{full_name(model_name)}@{alias}"

@@ -32,7 +32,7 @@ import pandas as pd
 from manymodels import search as S
 from manymodels.config import ARROW_MAX_RECORDS, TrainSpec, on_databricks, project_home
 from manymodels.session import parallelism
-from manymodels.validation import InputError, short_list
+from manymodels.validation import InputError, check_path, short_list
 
 STAGING_ENV = "MANYMODELS_STAGING"
 DATABRICKS_STAGING = "/dbfs/tmp/manymodels/search_staging"
@@ -316,8 +316,10 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     from manymodels import model_store
     from manymodels.planning import BIN_COL, TASKS_PER_CORE, plan
     from manymodels.schemas import FIXED_NAMES
-    from manymodels.training import ModelTable, _assignment_schema, _session_conf, group_sizes
-    from manymodels.validation import check_columns, check_group_sizes
+    from pyspark.sql import functions as F
+
+    from manymodels.training import ModelTable, _assignment_schema, _session_conf
+    from manymodels.validation import check_columns, check_group_sizes, value_aggregates
 
     group_cols = tuple(group_cols)
     roles = [*group_cols] + [c for c in (cv_groups_col, order_col) if c]
@@ -336,11 +338,11 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
                            holdout_fraction=0.0, failure_policy=failure_policy, training_run_id=run_id)
     if not group_cols:
         raise InputError("group_cols is empty: use search() for one dataset, or name the group key column(s).")
-    check_columns(train_spec, dict(df.dtypes))
+    check_columns(train_spec, df.dtypes)
     _check_input_columns(df.columns, spec)
     start, timings = time.perf_counter(), {}
-    sizes = group_sizes(df, group_cols)
-    check_group_sizes(group_cols, sizes)
+    sizes = df.groupBy(*group_cols).agg(F.count(F.lit(1)).alias("count"), *value_aggregates(train_spec, df)).toPandas()
+    check_group_sizes(group_cols, sizes, spec=train_spec, df=df)  # null keys, infinite values, class labels
     S.check_fold_sizes(sizes, group_cols, spec.n_splits)
     spark = df.sparkSession
     assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core or TASKS_PER_CORE)
@@ -436,6 +438,7 @@ def _load_tune_input(spark, input_path: str, label_col: str):
 
         return load_diabetes(as_frame=True).frame
     fmt = "csv" if ".csv" in input_path else "parquet" if "/" in input_path else "table"
+    check_path(input_path, "input_path")
     reader = spark.read
     df = (reader.option("header", "true").option("inferSchema", "true").csv(input_path) if fmt == "csv"
           else reader.parquet(input_path) if fmt == "parquet" else reader.table(input_path))
@@ -477,9 +480,12 @@ def tune(spark, *, input_path: str = "", label_col: str = "target",
     est, _ = load_estimator(estimator)
     grid = _parse_grid(param_grid)
     groups = [c.strip() for c in group_cols.split(",") if c.strip()]
-    ctx = tracking.configure(experiment=experiment or None)  # before any worker touches the store
+    # Parameter names, scoring and cv are checked before the input is read or MLflow is touched.
+    S.make_search_spec(estimator=est, feature_cols=("<features>",), label_col=label_col, param_grid=grid, cv=cv,
+                       scoring=scoring or None, group_cols=groups)
     data = _load_tune_input(spark, input_path, label_col)
     features = _numeric_features(data, label_col, groups)
+    ctx = tracking.configure(experiment=experiment or None)  # before any worker touches the store
     common = dict(label_col=label_col, estimator=est, feature_cols=features, param_grid=grid, cv=cv,
                   scoring=scoring or None)
     if groups:

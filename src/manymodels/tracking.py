@@ -53,7 +53,7 @@ def local_tracking_uri() -> str:
     return f"sqlite:///{project_home() / 'mlflow.db'}"
 
 
-def configure(tracking_uri: str | None = None, experiment: str | None = None) -> TrackingContext:
+def configure(tracking_uri: str | None = None, experiment: str | None = None, create: bool = True) -> TrackingContext:
     """Point MLflow at the right store and make sure the experiment exists (on the driver, before any worker)."""
     import mlflow
 
@@ -67,6 +67,8 @@ def configure(tracking_uri: str | None = None, experiment: str | None = None) ->
     mlflow.set_registry_uri(registry_uri)
     name = experiment or os.environ.get("MANYMODELS_EXPERIMENT") or DEFAULT_EXPERIMENT
     found = mlflow.get_experiment_by_name(name)
+    if found is None and not create:  # read-only callers (scoring) make nothing: experiment_id is ''
+        return TrackingContext(tracking_uri, registry_uri, "", name)
     if found is None:
         location = None
         if tracking_uri.startswith("sqlite:"):

@@ -29,7 +29,7 @@ from manymodels.retrain import (CARRIED_FROM, DATA_FP, HASH_HIGH, HASH_LOW, PREV
 from manymodels.schemas import FIXED_COLUMNS, FIXED_NAMES, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
 from manymodels.session import parallelism
 from manymodels.validation import (InputError, check_columns, check_estimator, check_group_sizes, check_settings,
-                                   short_list)
+                                   short_list, value_aggregates)
 
 FILE_KEY = "source_file"
 TRAIN_ARROW_BATCH_ROWS = 100_000
@@ -82,7 +82,7 @@ def make_spec(df, *, group_cols, feature_cols, label_col, estimator, params=None
     spec = TrainSpec(group_cols=tuple(group_cols), feature_cols=tuple(feature_cols), label_col=label_col,
                      estimator=estimator, **settings)
     check_settings(spec)
-    check_columns(spec, dict(df.dtypes))
+    check_columns(spec, df.dtypes)
     return spec
 
 
@@ -102,7 +102,7 @@ def group_stats(df, spec: TrainSpec) -> pd.DataFrame:
     mask = F.lit(0x7FFFFFFF).cast("bigint")
     stats = (df.groupBy(*spec.group_cols)
              .agg(F.count(F.lit(1)).alias("count"), F.sum(h.bitwiseAND(mask)).alias(HASH_LOW),
-                  F.sum(F.shiftright(h, 32).bitwiseAND(mask)).alias(HASH_HIGH))
+                  F.sum(F.shiftright(h, 32).bitwiseAND(mask)).alias(HASH_HIGH), *value_aggregates(spec, df))
              .toPandas())
     stats[DATA_FP] = data_fingerprints(stats) if len(stats) else pd.Series([], dtype="object")
     return stats.drop(columns=[HASH_LOW, HASH_HIGH])
@@ -189,7 +189,7 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     start = time.perf_counter()
     spark, keys = df.sparkSession, list(spec.group_cols)
     stats = group_stats(df, spec)
-    check_group_sizes(spec.group_cols, stats)
+    check_group_sizes(spec.group_cols, stats, spec=spec, df=df)
     previous = _previous_rows(spark, location, keys) if retrain != "all" else None
     to_train, to_carry = plan_retrain(stats, None if previous is None else previous[1], keys, retrain,
                                       spec_fingerprint(spec), location=location)

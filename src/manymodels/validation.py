@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
+
 from manymodels.config import FAILURE_POLICIES, TASKS, TrainSpec
 
 NUMERIC_SPARK_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
@@ -23,8 +25,12 @@ def short_list(items: Iterable[object], show: int = SHOW) -> str:
     return text + (f" and {len(items) - show} more" if len(items) > show else "")
 
 
-def check_columns(spec: TrainSpec, dtypes: dict[str, str]) -> None:
-    """``dtypes`` maps each input column to its Spark simple type name (``df.dtypes``)."""
+def check_columns(spec: TrainSpec, dtypes) -> None:
+    """``dtypes``: the input's ``df.dtypes`` (a list of (column, Spark simple type) pairs; a dict is accepted too,
+    but only the list shows an input with two columns of one name)."""
+    pairs = list(dtypes.items()) if isinstance(dtypes, dict) else [tuple(p) for p in dtypes]
+    dtypes = dict(pairs)
+    check_unique_names(spec.group_cols, spec.feature_cols)
     if not spec.group_cols:
         raise InputError("group_cols is empty: expected at least one group key column, e.g. group_cols=['store'].")
     if not spec.feature_cols:
@@ -48,6 +54,8 @@ def check_columns(spec: TrainSpec, dtypes: dict[str, str]) -> None:
     label_type = dtypes[spec.label_col]
     if not (label_type.startswith(NUMERIC_SPARK_TYPES + ("decimal",)) or label_type == "string"):
         raise InputError(f"Label column '{spec.label_col}' has type {label_type}: expected a numeric or string column.")
+    check_input_duplicates([c for c, _ in pairs], wanted)
+    check_label_kind(spec, label_type)
 
 
 def check_estimator(estimator: object, params: dict | None = None) -> object:
@@ -83,8 +91,11 @@ def check_settings(spec: TrainSpec) -> None:
         raise InputError(f"task={spec.task!r}: expected one of {TASKS} or None to infer it from the estimator.")
     if not 0 <= spec.holdout_fraction < 1:
         raise InputError(f"holdout_fraction={spec.holdout_fraction}: expected a number in [0, 1).")
-    if spec.min_rows < 1:
-        raise InputError(f"min_rows={spec.min_rows}: expected at least 1.")
+    if not isinstance(spec.min_rows, (int, np.integer)) or isinstance(spec.min_rows, bool) or spec.min_rows < 2:
+        raise InputError(f"min_rows={spec.min_rows!r}: expected an integer of at least 2 (a model fitted on one row "
+                         "has nothing to learn from and no metric). Groups with fewer labelled rows than min_rows "
+                         "are recorded as 'skipped' (failure_policy='record') or refused before training "
+                         "(failure_policy='raise'). Fix: min_rows=2 or more (default 10).")
     if spec.oversize not in ("refuse", "subsample"):
         raise InputError(f"oversize={spec.oversize!r}: expected 'refuse' (error naming the group) or 'subsample'.")
     if not isinstance(spec.max_group_bytes, int) or spec.max_group_bytes <= 0:
@@ -92,8 +103,12 @@ def check_settings(spec: TrainSpec) -> None:
                          f"e.g. {1 << 30} for 1 GiB.")
 
 
-def check_group_sizes(key_cols: tuple[str, ...], sizes) -> None:
-    """``sizes`` is a pandas frame of the key columns and ``count``: one row per group."""
+def check_group_sizes(key_cols: tuple[str, ...], sizes, *, spec: TrainSpec | None = None, df=None) -> None:
+    """``sizes`` is a pandas frame of the key columns and ``count``: one row per group.
+
+    With ``spec`` (and the columns of ``value_aggregates`` in ``sizes``, which are then dropped from it), also
+    ``check_values``: infinite values, a continuous label for a classifier, and (``failure_policy='raise'``)
+    groups with fewer labelled rows than ``min_rows``."""
     if len(sizes) == 0:
         raise InputError("The input has no rows: expected at least one group to train. "
                          "Check the input path or the filter that produced it.")
@@ -104,3 +119,186 @@ def check_group_sizes(key_cols: tuple[str, ...], sizes) -> None:
         raise InputError(
             f"{n} input row(s) have a null group key in column(s) {short_list(cols)}: every row needs a key. "
             "Drop them (df.dropna(subset=group_cols)) or fill the key before training.")
+    if spec is not None:
+        check_values(spec, sizes, df)
+
+
+# ---------------------------------------------------------------- names, label kinds and values
+
+def check_unique_names(group_cols, feature_cols) -> None:
+    """Each group and feature column named once (a repeated feature would be fitted twice, or refused by Arrow)."""
+    for role, cols in (("group_cols", group_cols), ("feature_cols", feature_cols)):
+        repeated = [c for c in dict.fromkeys(cols) if list(cols).count(c) > 1]
+        if repeated:
+            raise InputError(f"{role} lists {short_list(repeated)} more than once: expected each column once. "
+                             f"Fix: {role}={list(dict.fromkeys(cols))!r}.")
+
+
+def check_input_duplicates(columns: list[str], wanted) -> None:
+    """The input must not hold two columns of one name among those training reads (e.g. after a join)."""
+    repeated = [(c, columns.count(c)) for c in dict.fromkeys(wanted) if columns.count(c) > 1]
+    if repeated:
+        shown = ", ".join(f"{c!r} ({n} columns)" for c, n in repeated[:SHOW])
+        raise InputError(f"The input has several columns of one name: {shown}. Spark cannot tell which one is "
+                         "meant; expected each group, feature and label column once. Fix: drop or rename the "
+                         "repeats before training (e.g. after a join: select the columns you need, or "
+                         "withColumnRenamed on one side).")
+
+
+def _task(spec: TrainSpec) -> str:
+    from sklearn.base import is_classifier
+
+    return spec.task or ("classification" if is_classifier(spec.estimator) else "regression")
+
+
+def check_label_kind(spec: TrainSpec, label_type: str) -> None:
+    """A string label needs a classifier (checked from the schema; a continuous numeric label for a classifier
+    needs the data: ``check_values``)."""
+    if label_type == "string" and _task(spec) == "regression":
+        name = type(spec.estimator).__name__
+        raise InputError(f"Label column '{spec.label_col}' is string but {name} is a regressor: expected a numeric "
+                         "label for regression. Fix: cast the label (F.col(label).cast('double')) if it holds "
+                         "numbers, or use a classifier (e.g. LogisticRegression) for class labels.")
+
+
+NONFINITE_COL, FRACTIONAL_COL, LABELLED_COL = "_mm_nonfinite", "_mm_fractional", "_mm_labelled"
+VALUE_COLS = (NONFINITE_COL, FRACTIONAL_COL, LABELLED_COL)
+FLOAT_TYPES = ("double", "float")
+
+
+def _float_cols(spec: TrainSpec, dtypes: dict) -> list[str]:
+    return [c for c in dict.fromkeys([*spec.feature_cols, spec.label_col]) if dtypes.get(c) in FLOAT_TYPES]
+
+
+def _is_inf(c: str):
+    from pyspark.sql import functions as F
+
+    return F.col(c).isin(float("inf"), float("-inf"))
+
+
+def _fractional(c: str):
+    from pyspark.sql import functions as F
+
+    return ~F.isnan(F.col(c)) & ~_is_inf(c) & (F.col(c) % 1 != 0)
+
+
+def value_aggregates(spec: TrainSpec, df) -> list:
+    """Aggregate columns for the per-group statistics job that precedes training (no extra pass over the data):
+    rows with an infinite feature or label, non-integral labels when the estimator is a classifier, and rows
+    with a label. ``check_group_sizes(..., spec=spec, df=df)`` reads them."""
+    from pyspark.sql import functions as F
+
+    dtypes = dict(df.dtypes)
+    out = [F.count(F.col(spec.label_col)).alias(LABELLED_COL), *nonfinite_aggregate(df, _float_cols(spec, dtypes))]
+    if _task(spec) == "classification" and dtypes.get(spec.label_col) in FLOAT_TYPES:
+        out.append(F.sum(F.when(_fractional(spec.label_col), 1).otherwise(0)).alias(FRACTIONAL_COL))
+    return out
+
+
+def _groups_text(key_cols, frame, count_col: str, what: str) -> str:
+    from manymodels.keys import key_text
+
+    shown = [f"{key_text(tuple(key_cols), tuple(r[c] for c in key_cols))} ({int(r[count_col])} {what})"
+             for _, r in frame.head(SHOW).iterrows()]
+    return "; ".join(shown) + (f" and {len(frame) - SHOW} more group(s)" if len(frame) > SHOW else "")
+
+
+def check_values(spec: TrainSpec, sizes, df=None) -> None:
+    """The data checks of ``value_aggregates`` (their columns are dropped from ``sizes`` afterwards)."""
+    keys = list(spec.group_cols)
+    present = [c for c in VALUE_COLS if c in sizes]
+    try:
+        if NONFINITE_COL in sizes and sizes[NONFINITE_COL].sum() > 0:
+            bad = sizes[sizes[NONFINITE_COL] > 0]
+            raise_nonfinite(df, [*spec.feature_cols, spec.label_col],
+                            f", in group(s) {_groups_text(keys, bad, NONFINITE_COL, 'row(s)')}")
+        if FRACTIONAL_COL in sizes and sizes[FRACTIONAL_COL].sum() > 0:
+            bad = sizes[sizes[FRACTIONAL_COL] > 0]
+            example = _example(df, spec.label_col) if df is not None else None
+            name = type(spec.estimator).__name__
+            raise InputError(
+                f"Label column '{spec.label_col}' holds continuous values{f' (e.g. {example})' if example else ''} "
+                f"but {name} is a classifier: expected class labels (integers or strings). Found non-integral "
+                f"labels in {int(sizes[FRACTIONAL_COL].sum())} row(s), in group(s) "
+                f"{_groups_text(keys, bad, FRACTIONAL_COL, 'row(s)')}. Fix: use a regressor (e.g. LinearRegression) "
+                "for a continuous target, or turn the label into classes first (e.g. F.round or bins).")
+        if LABELLED_COL in sizes and spec.failure_policy == "raise":
+            small = sizes[sizes[LABELLED_COL] < spec.min_rows]
+            if len(small):
+                raise InputError(
+                    f"Group(s) {_groups_text(keys, small, LABELLED_COL, 'row(s) with a label')} have fewer than "
+                    f"min_rows={spec.min_rows} rows with a label: with failure_policy='raise' every group must be "
+                    "trainable. Fix: drop those groups (keep groups with at least min_rows labelled rows), lower "
+                    "min_rows, or use failure_policy='record' to train the others and record these as 'skipped'.")
+    finally:
+        if present:
+            sizes.drop(columns=present, inplace=True)
+
+
+def _count_columns(df, cols, predicate) -> dict:
+    """Rows matching ``predicate`` per column: one small job, only on the error path."""
+    from pyspark.sql import functions as F
+
+    if not cols:
+        return {}
+    row = df.agg(*[F.sum(F.when(predicate(c), 1).otherwise(0)).alias(f"c{i}") for i, c in enumerate(cols)]).collect()[0]
+    return {c: int(row[f"c{i}"] or 0) for i, c in enumerate(cols)}
+
+
+def _example(df, label: str):
+    row = df.where(_fractional(label)).select(label).limit(1).collect()
+    return row[0][0] if row else None
+
+
+def nonfinite_aggregate(df, cols) -> list:
+    """``[sum of rows with an infinite value in any of the float columns of cols]`` (empty: no float column)."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    dtypes = dict(df.dtypes)
+    floats = [c for c in dict.fromkeys(cols) if dtypes.get(c) in FLOAT_TYPES]
+    if not floats:
+        return []
+    any_inf = reduce(lambda a, b: a | b, [_is_inf(c) for c in floats])
+    return [F.sum(F.when(any_inf, 1).otherwise(0)).alias(NONFINITE_COL)]
+
+
+def raise_nonfinite(df, cols, where: str = "") -> None:
+    """The error for infinite values: the columns holding them are counted by one more small job (error path)."""
+    dtypes = dict(df.dtypes) if df is not None else {}
+    counts = _count_columns(df, [c for c in dict.fromkeys(cols) if dtypes.get(c) in FLOAT_TYPES], _is_inf) \
+        if df is not None else {}
+    named = ", ".join(f"'{c}' ({n} row(s))" for c, n in counts.items() if n) or "a feature or the label"
+    raise InputError(
+        f"Infinite values in column(s) {named}{where}: expected finite numbers (scikit-learn refuses infinity; "
+        "null/NaN is the missing value). Fix: replace them with null or a finite value, or drop those rows, e.g. "
+        "df.withColumn(c, F.when(F.col(c).isin(float('inf'), float('-inf')), None).otherwise(F.col(c))).")
+
+
+def parse_int(name: str, value, *, minimum: int | None = None) -> int:
+    """A notebook widget / job parameter (a string) as an integer, or an ``InputError`` naming the parameter."""
+    text = str(value).strip().replace("_", "").replace(",", "")
+    try:
+        number = int(text)
+    except ValueError:
+        raise InputError(f"{name}={value!r}: expected an integer, e.g. {name}=1000. Fix the job parameter or "
+                         f"widget '{name}' (locally: the environment variable MM_{name.upper()}).") from None
+    if minimum is not None and number < minimum:
+        raise InputError(f"{name}={number}: expected at least {minimum}. Fix the job parameter or widget '{name}' "
+                         f"(locally: MM_{name.upper()}).")
+    return number
+
+
+def check_path(source: str, what: str = "input_path") -> None:
+    """A local or FUSE path (``/Volumes/...``, ``/dbfs/...``) must exist before Spark reads it; table names and
+    URIs with a scheme (``s3://``, ``dbfs:/``) are left to Spark."""
+    from pathlib import Path
+
+    if "/" not in source or "://" in source or source.split("/", 1)[0].endswith(":"):
+        return
+    if not Path(source).exists():
+        parent = Path(source).parent
+        found = short_list(sorted(p.name for p in parent.iterdir())[:12], 12) if parent.is_dir() else "nothing"
+        raise InputError(f"{what}={source!r} not found: expected a table name, a Parquet folder or a CSV file; "
+                         f"{parent} holds {found}. Fix the path, or run the step that writes it first.")
