@@ -73,7 +73,13 @@ def configure(tracking_uri: str | None = None, experiment: str | None = None, cr
         location = None
         if tracking_uri.startswith("sqlite:"):
             location = (project_home() / "mlartifacts").as_uri()
-        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        try:
+            experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        except Exception:  # noqa: BLE001 - RESOURCE_ALREADY_EXISTS: a concurrent run made it since the lookup
+            found = mlflow.get_experiment_by_name(name)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
     return TrackingContext(tracking_uri, registry_uri, experiment_id, name)
