@@ -83,7 +83,7 @@ class Gate(RegressorMixin, BaseEstimator):
         _SEEN.add(ctx.taskAttemptId())
         attempt = {"tid": ctx.taskAttemptId(), "stage": ctx.stageId(),
                    "partition": ctx.partitionId(), "attempt": ctx.attemptNumber(), "pid": os.getpid(),
-                   "pgid": os.getpgid(0), "host": os.environ.get("SPARK_LOCAL_IP", "")}
+                   "pgid": os.getpgid(0), "host": os.environ.get("SPARK_LOCAL_IP", ""), "time": time.time()}
         if self.mode == "hold":
             hold = attempt["attempt"] == 0
         else:
@@ -124,10 +124,12 @@ def main(config: dict) -> dict:
     estimator = ImportableGate(LinearRegression(), markers=config["markers"], release=config["release"],
                                mode=config["mode"], slow_partition=config.get("slow_partition", 0),
                                timeout=config.get("timeout", 180.0))
+    start = time.perf_counter()
     spark = get_spark(config["master"], app_name=f"manymodels-faults-{config['run_id']}",
                       conf={**CLUSTER_CONF, **config.get("conf", {})})
+    spark_seconds = time.perf_counter() - start
     try:
-        start = time.perf_counter()
+        start, train_started = time.perf_counter(), time.time()
         table = train_per_group(spark.read.parquet(config["input"]), group_cols=KEYS, feature_cols=FEATURES,
                                 label_col="y", estimator=estimator, training_run_id=config["run_id"],
                                 location=config["location"], progress=False)
@@ -140,7 +142,8 @@ def main(config: dict) -> dict:
         return {"version": table.version, "counts": table.counts, "plan_partitions": table.plan_partitions,
                 "app_id": app_id, "executors": seen, "tracking_uri": ctx.tracking_uri,
                 "mlflow_run_id": logged.run_id, "model_name": logged.model_name,
-                "registered_version": logged.version, "train_seconds": round(train_seconds, 2),
+                "registered_version": logged.version, "spark_seconds": round(spark_seconds, 2),
+                "train_started": train_started, "train_seconds": round(train_seconds, 2),
                 "log_seconds": round(log_seconds, 2)}
     finally:
         spark.stop()

@@ -249,9 +249,13 @@ def check_replaced(table: pd.DataFrame, child: Child, lost: dict) -> pd.DataFram
     return rows.assign(host=[child.attempts()[t]["host"] for t in rows["tid"]])
 
 
-def report(case: str, seconds: float, result: dict, **facts) -> None:
+def report(case: str, seconds: float, result: dict, child: Child, **facts) -> None:
+    """One ``FAULTS`` line per case (shown with ``pytest -s``): what was injected and what it cost."""
+    first = min(a["time"] for a in child.attempts().values())
     line = {"case": case, "groups": N_GROUPS, "seconds": round(seconds, 1), "duplicates": 0,
-            "train_seconds": result["train_seconds"], "log_seconds": result["log_seconds"], **facts}
+            "spark_seconds": result["spark_seconds"], "train_seconds": result["train_seconds"],
+            "until_training_stage_seconds": round(first - result["train_started"], 1),
+            "log_seconds": result["log_seconds"], **facts}
     print("FAULTS " + json.dumps(line, sort_keys=True))
 
 
@@ -274,7 +278,7 @@ def test_training_survives_losing_a_worker(two_hosts, panel, reference, tmp_path
     survivor = next(h for h in HOSTS if h != lost["host"])
     assert rows["host"].eq(survivor).all(), f"partition {lost['partition']} not rerun on the surviving worker"
     check_mlflow(result, child, table)
-    report("worker lost", time.perf_counter() - start, result, killed=f"{victim.name} ({len(killed)} processes)",
+    report("worker lost", time.perf_counter() - start, result, child, killed=f"{victim.name} ({len(killed)} processes)",
            lost_partition=lost["partition"], rerun_attempts=sorted(set(rows["attempt"])))
 
 
@@ -295,7 +299,7 @@ def test_training_survives_losing_a_python_worker(two_hosts, panel, reference, t
     assert (rows["attempt"] >= 1).all(), f"partition {lost['partition']} was not retried: {rows.drop_duplicates()}"
     assert len(two_hosts.live_workers()) == len(HOSTS) and two_hosts.ready()  # the workers themselves live on
     check_mlflow(result, child, table)
-    report("python worker lost", time.perf_counter() - start, result, killed=f"python worker pid {lost['pid']}",
+    report("python worker lost", time.perf_counter() - start, result, child, killed=f"python worker pid {lost['pid']}",
            lost_partition=lost["partition"], rerun_attempts=sorted(set(rows["attempt"])))
 
 
@@ -315,5 +319,5 @@ def test_speculative_copy_of_a_slow_task_commits_once(two_hosts, panel, referenc
         "speculation did not trigger")
     assert rows["host"].ne(slow[0]["host"]).all()
     check_mlflow(result, child, table)
-    report("speculation", time.perf_counter() - start, result, slow_partition=0,
+    report("speculation", time.perf_counter() - start, result, child, slow_partition=0,
            winning_attempts=sorted(set(rows["attempt"])))
