@@ -25,7 +25,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 
 from manymodels.ensemble import FoldEnsembleClassifier, FoldEnsembleRegressor
@@ -66,8 +65,10 @@ def snapshot(home: Path) -> dict:
             for r in client.search_runs([e.experiment_id for e in experiments], run_view_type=ViewType.ALL,
                                         max_results=10_000)}
     models = {m.name: dict(m.aliases) for m in client.search_registered_models()}
-    versions = {(v.name, v.version, v.run_id) for name in models for v in client.search_model_versions(f"name = '{name}'")}
-    return {"files": files, "half_written_cache_folders": half_written, "experiments": sorted((e.name, e.lifecycle_stage) for e in experiments), "runs": runs,
+    versions = {(v.name, v.version, v.run_id) for name in models
+                for v in client.search_model_versions(f"name = '{name}'")}
+    return {"files": files, "half_written_cache_folders": half_written,
+            "experiments": sorted((e.name, e.lifecycle_stage) for e in experiments), "runs": runs,
             "registered_models_and_aliases": models, "versions": versions}
 
 
@@ -116,6 +117,7 @@ class Env:
     rows: pd.DataFrame
     parquet: str
     single: object
+    prepared: object = None  # the current case's input (Case.prepare)
 
     def sdf(self, frame: pd.DataFrame | None = None):
         return self.spark.createDataFrame(self.rows if frame is None else frame)
@@ -179,10 +181,6 @@ def _duplicate_input_column(env):
     return df.select(*df.columns, df["x1"].alias("x1"))
 
 
-def _continuous(env):
-    return env.rows  # y is continuous
-
-
 def _string_label(env):
     return env.changed(y=env.rows["y"].round().astype(int).astype(str))
 
@@ -209,10 +207,11 @@ CASES = [
     Case("train-duplicate-feature-names", "training", lambda e: train(e, feature_cols=["x0", "x1", "x0"]),
          ("'x0'", "more than once", "once")),
     Case("train-duplicate-input-columns", "training", lambda e: train(e, e.prepared),
-         ("'x1'", "2 columns", "rename")),
+         ("'x1' (2 columns)", "Spark cannot tell which one", "drop or rename"), prepare=_duplicate_input_column),
     Case("train-string-feature", "training", lambda e: train(e, e.prepared), ("'x1' is string", "cast"),
          prepare=_string_feature),
-    Case("train-infinite-feature", "training", lambda e: train(e, e.prepared), ("Infinite values", "'x1' (1 row(s))", "store=0, item=0", "drop those rows"),
+    Case("train-infinite-feature", "training", lambda e: train(e, e.prepared),
+         ("Infinite values", "'x1' (1 row(s))", "store=0, item=0", "drop those rows"),
          max_jobs=4, prepare=_inf_feature),
     Case("train-continuous-label-classifier", "training",
          lambda e: train(e, estimator=LogisticRegression()), ("'y'", "LogisticRegression", "continuous", "regressor"),
@@ -392,15 +391,9 @@ def notebook(name: str, **environ):
                 os.environ[k] = v
 
 
-def _prepared_input(env, case):
-    if case.id == "train-duplicate-input-columns":
-        return _duplicate_input_column(env)
-    return case.prepare(env) if case.prepare else None
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input(case: Case, env: Env, capsys):
-    env.prepared = _prepared_input(env, case)
+    env.prepared = case.prepare(env) if case.prepare else None  # inputs are built before the snapshot
     sc = env.spark.sparkContext
     group = f"bad-input-{case.id}"
     before = snapshot(env.home)

@@ -158,7 +158,8 @@ def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tm
             proc.stdin.flush()
         for (proc, log), run_id in zip(children, RUN_IDS):
             out, _ = proc.communicate(timeout=900)
-            assert proc.returncode == 0, f"{run_id} failed ({proc.returncode}):\n{out[-2000:]}\n{log.read_text()[-5000:]}"
+            assert proc.returncode == 0, \
+                f"{run_id} failed ({proc.returncode}):\n{out[-2000:]}\n{log.read_text()[-5000:]}"
             found = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
             assert found, f"{run_id} printed no result:\n{out[-2000:]}"
             results[run_id] = json.loads(found[-1][len("RESULT "):])
