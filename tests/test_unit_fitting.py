@@ -139,3 +139,53 @@ def test_pass_dataframe_serves_pipelines_that_select_columns_by_name(small_panel
     assert row["status"] == "ok"
     model = serialization.loads(row["model"], row["model_sha256"])
     assert list(model.feature_names_in_) == ["x0", "x1", "x2"]
+
+
+# ---------------------------------------------------------------- checks skipped only when known to pass
+
+def _packed_vs_one_by_one(rows, estimator):
+    spec = spec_for(rows, estimator)
+    packed = fit_packed(rows.sort_values(["store", "item"]), spec=spec).set_index(["store", "item"])
+    single = pd.DataFrame([fit_group(k, g, spec=spec) for k, g in rows.groupby(["store", "item"])])
+    return packed, single.set_index(["store", "item"])
+
+
+def test_packed_fits_skip_only_checks_that_pass_and_give_the_same_bytes(small_panel):
+    from manymodels.fitting import _all_finite, _params_valid
+
+    _, rows, _ = small_panel
+    assert _params_valid(LinearRegression()) and _params_valid(make_pipeline(StandardScaler(), LinearRegression()))
+    packed, single = _packed_vs_one_by_one(rows, LinearRegression())
+    assert packed["status"].eq("ok").all()
+    assert packed["model_sha256"].equals(single.loc[packed.index, "model_sha256"])  # fit_group: default checks
+    assert not _all_finite(np.array([[1.0, np.nan]]), np.array([1.0]))
+    assert not _all_finite(np.array([[1.0, 2.0]]), np.array([np.inf]))
+    assert _all_finite(np.array([[1.0, 2.0]]), np.array([np.nan]))  # a null label is dropped, not fitted
+
+
+@pytest.mark.parametrize("estimator", [LinearRegression(positive="yes"),
+                                       make_pipeline(StandardScaler(), LinearRegression(positive="yes"))],
+                         ids=["estimator", "nested in a pipeline"])
+def test_invalid_parameters_still_fail_every_group_with_sklearns_message(small_panel, estimator):
+    from manymodels.fitting import _params_valid
+
+    _, rows, _ = small_panel
+    assert not _params_valid(estimator)
+    packed, single = _packed_vs_one_by_one(rows, estimator)
+    assert packed["status"].eq("failed").all()
+    assert packed["error"].str.contains("InvalidParameterError: The 'positive' parameter").all()
+    assert single["status"].eq("failed").all()
+
+
+def test_a_nan_feature_keeps_the_checks_for_the_whole_batch(small_panel):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    _, rows, _ = small_panel
+    rows = rows.copy()
+    key = (rows["store"].iloc[0], rows["item"].iloc[0])
+    rows.loc[rows.index[0], "x1"] = np.nan
+    packed, _ = _packed_vs_one_by_one(rows, LinearRegression())
+    assert packed.loc[key, "status"] == "failed" and "Input X contains NaN" in packed.loc[key, "error"]
+    assert (packed.drop(index=[key])["status"] == "ok").all()
+    hgb, _ = _packed_vs_one_by_one(rows, HistGradientBoostingRegressor(max_iter=5, min_samples_leaf=5))
+    assert hgb["status"].eq("ok").all()  # an estimator that accepts NaN still gets it

@@ -20,7 +20,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone, is_classifier
+import sklearn
+from sklearn.base import BaseEstimator, clone, is_classifier
 
 from manymodels import serialization
 from manymodels.config import TrainSpec
@@ -81,6 +82,7 @@ class _Template:
         self.blob = pickle.dumps(clone(estimator), protocol=5)
         self.seed_names = _seed_param_names(estimator)
         self.params = _params_dict(estimator) if set(self.seed_names) <= {"random_state"} else None
+        self.params_valid = _params_valid(estimator)
 
     @classmethod
     def of(cls, estimator: object) -> "_Template":
@@ -101,6 +103,44 @@ class _Template:
             return _params_json(model)
         params = dict(self.params, random_state=seed) if self.seed_names else self.params
         return json.dumps(params, sort_keys=True)
+
+
+def _params_valid(estimator: object) -> bool:
+    """True when scikit-learn's parameter checks pass for the estimator and every estimator nested in it.
+
+    scikit-learn repeats those checks (and the ones of each metric function) at every call; the
+    parameters are the same for every group of a run, so they are checked once here and the per-group
+    calls skip them (``skip_parameter_validation``). An estimator that fails them keeps the checks, so
+    every group reports the same error it always did.
+    """
+    nested = [estimator] + [v for v in estimator.get_params(deep=True).values() if isinstance(v, BaseEstimator)]
+    try:
+        for est in nested:
+            validate = getattr(est, "_validate_params", None)
+            if validate is None:
+                return False
+            validate()
+    except Exception:  # noqa: BLE001 - any refusal: let every fit run the checks and raise as usual
+        return False
+    return True
+
+
+def _all_finite(X: np.ndarray, y: np.ndarray) -> bool:
+    """No NaN or infinity among the features, no infinity among the labels (null labels are dropped per group).
+
+    scikit-learn scans every input for them at every call; one vectorized scan of a whole packed batch
+    lets the per-group calls skip it (``assume_finite``) when it would pass anyway. A batch with a NaN
+    feature keeps the per-call checks, so estimators that accept NaN (and those that refuse it) behave as
+    they always did.
+    """
+    if X.dtype.kind != "f" or not np.isfinite(X).all():
+        return False
+    return y.dtype.kind != "f" or not np.isinf(y).any()
+
+
+def _fit_settings(template: "_Template", X: np.ndarray, y: np.ndarray):
+    """scikit-learn settings for fitting a packed batch: skip only checks known to pass (see above)."""
+    return sklearn.config_context(assume_finite=_all_finite(X, y), skip_parameter_validation=template.params_valid)
 
 
 def _task_attempt() -> str:
@@ -252,9 +292,10 @@ def fit_packed(pdf: pd.DataFrame, *, spec: TrainSpec) -> pd.DataFrame:
     """Fit every group of ``pdf`` (groups contiguous, e.g. sorted by key) and return their rows."""
     X, y, attempt = feature_matrix(pdf, spec), pdf[spec.label_col].to_numpy(), _task_attempt()
     sampled = dict(spec.sampled_from)
-    rows = [fit_arrays(key, X[s:e], y[s:e], spec=spec, attempt=attempt,
-                       n_input=sampled.get(canonical_key(key)) if sampled else None)
-            for key, s, e in group_bounds(pdf, spec.group_cols)]
+    with _fit_settings(_Template.of(spec.estimator), X, y):
+        rows = [fit_arrays(key, X[s:e], y[s:e], spec=spec, attempt=attempt,
+                           n_input=sampled.get(canonical_key(key)) if sampled else None)
+                for key, s, e in group_bounds(pdf, spec.group_cols)]
     return rows_to_frame(rows, spec.group_cols)
 
 
