@@ -166,7 +166,8 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     """Fit a clone of ``estimator`` for every group of ``df`` in parallel and commit the model table.
 
     Input: ``group_cols`` (no nulls), numeric ``feature_cols``, ``label_col`` (rows with a null label are
-    dropped; a group left with fewer than ``min_rows`` rows is ``skipped``); ``params`` are checked
+    dropped; a group left with fewer than ``min_rows`` rows is ``skipped``, or, with
+    ``failure_policy="raise"``, refused before the job); ``params`` are checked
     against the estimator's; ``settings`` are ``TrainSpec`` fields (seed=42, min_rows=10,
     holdout_fraction=0.2, failure_policy="record", training_run_id, task, pass_dataframe,
     max_group_bytes=2 GiB, oversize="refuse"|"subsample"). A group whose estimated worker memory
@@ -178,6 +179,7 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     others over, byte for byte, from the table committed at ``location`` (``retrain.py``).
     ``commit=False`` writes the new version without making it current: ``ModelTable.commit()`` does
     that later (``tracking.log_training`` does it once the model is registered, before the alias moves).
+    A table-name location is committed by its one Delta overwrite either way.
     Output: a ``ModelTable`` whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input
     raises ``InputError`` before the training job; ``failure_policy="raise"`` raises ``GroupFitError``
     naming the group and leaves the previously committed table untouched.
