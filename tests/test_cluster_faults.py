@@ -243,7 +243,9 @@ def check_mlflow(result: dict, child: Child, table: pd.DataFrame) -> None:
 def check_replaced(table: pd.DataFrame, child: Child, lost: dict) -> pd.DataFrame:
     """The lost attempt wrote nothing; its partition came from another attempt. Returns those rows' attempts."""
     parsed = parse_attempts(table)
-    assert not (parsed["tid"] == lost["tid"]).any(), f"rows of the killed attempt {lost} were kept"
+    assert not (parsed["tid"] == lost["tid"]).any(), (
+        f"the attempt the fault should have stopped ran to the end and wrote rows: {lost}. The fault missed the "
+        "training stage (for the speculation case: no speculative copy replaced the slow attempt)")
     rows = parsed[parsed["partition"] == lost["partition"]]
     assert len(rows), f"no rows of partition {lost['partition']}"
     return rows.assign(host=[child.attempts()[t]["host"] for t in rows["tid"]])
