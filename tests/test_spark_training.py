@@ -176,3 +176,15 @@ def test_per_file_training_one_model_per_gzipped_file(spark, tmp_path):
     first = rows[(rows["store"] == sizes.index[0][0]) & (rows["item"] == sizes.index[0][1])]
     m = serialization.loads(got.iloc[0]["model"], got.iloc[0]["model_sha256"])
     np.testing.assert_allclose(m.coef_, LinearRegression().fit(first[FEATURES], first["y"]).coef_, rtol=1e-6)
+
+
+def test_an_estimator_class_defined_in_a_notebook_trains(spark, panel_df, tmp_path):
+    """A class of ``__main__`` (a notebook cell, a script) reaches the workers by value; plain pickle cannot name it
+    there, so its template and its models go through cloudpickle, and they load where the class is not defined."""
+    df, rows, _ = panel_df
+    notebook_class = type("NotebookRegressor", (LinearRegression,), {"__module__": "__main__"})
+    table = train(df, tmp_path, estimator=notebook_class())
+    assert table.counts == {"ok": 40, "failed": 0, "skipped": 0}
+    row = table.read(spark).limit(1).toPandas().iloc[0]
+    model = serialization.loads(row["model"], row["model_sha256"])
+    assert type(model).__name__ == "NotebookRegressor" and model.predict(rows[FEATURES].head(2)).shape == (2,)

@@ -79,7 +79,7 @@ class _Template:
     _cache: dict[int, tuple[object, "_Template"]] = {}
 
     def __init__(self, estimator: object) -> None:
-        self.blob = pickle.dumps(clone(estimator), protocol=5)
+        self.blob = serialization.dumps(clone(estimator))  # pickle5 (cloudpickle for classes of ``__main__``)
         self.seed_names = _seed_param_names(estimator)
         self.params = _params_dict(estimator) if set(self.seed_names) <= {"random_state"} else None
         self.params_valid = _params_valid(estimator)

@@ -143,8 +143,16 @@ def _untrusted_message(where: str, bad: list[str]) -> str:
 
 # ---------------------------------------------------------------- dump / load, dispatched on the format
 
-def _dump_pickle(model: object, trusted: tuple[str, ...] | None) -> bytes:
-    return pickle.dumps(model, protocol=5)
+def _dump_pickle(model: object, trusted: tuple[str, ...] | None = None) -> bytes:
+    """The C pickler; cloudpickle for what it cannot name, e.g. an estimator class defined in a notebook or
+    script (``__main__``), which Spark ships to the workers by value. Loading such a blob needs cloudpickle
+    (a dependency of MLflow) but not the class's module."""
+    try:
+        return pickle.dumps(model, protocol=5)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        import cloudpickle
+
+        return cloudpickle.dumps(model, protocol=5)
 
 
 def _dump_skops(model: object, trusted: tuple[str, ...] | None) -> bytes:
