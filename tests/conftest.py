@@ -26,6 +26,17 @@ def _isolated_home(tmp_path_factory):
         os.environ["MANYMODELS_HOME"] = old
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_mlflow_uris():
+    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` also export ``MLFLOW_TRACKING_URI`` /
+    ``MLFLOW_REGISTRY_URI``: without this, a child process a test starts (a notebook, a job, a cluster
+    driver) would log to this session's store instead of its own. This process keeps using the URIs
+    MLflow holds in memory."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
+    yield
+
+
 @pytest.fixture(scope="session")
 def spark(_isolated_home):
     from manymodels.session import get_spark
