@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import runpy
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -171,6 +172,12 @@ def _inf_feature(env):
     return frame
 
 
+def _inf_parquet(env):
+    path = Path(tempfile.mkdtemp(prefix="catalogue-inf-")) / "panel.parquet"  # outside the snapshot
+    _inf_feature(env).to_parquet(path, index=False)
+    return str(path)
+
+
 def _one_row_group(env):
     extra = env.rows.iloc[[0]].assign(store=999, item=999)
     return pd.concat([env.rows, extra], ignore_index=True)
@@ -320,6 +327,11 @@ CASES = [
                                       label_col="y", estimator="sklearn.linear_model.LinearRegression",
                                       experiment=e.ctx.experiment_name, location=e.table_location),
          ("'x9'", "not found", "feature_cols"), max_jobs=SCHEMA_READ),
+    Case("job-train-infinite-feature-new-experiment", "job parameters",  # data errors make no experiment either
+         lambda e: train_and_register(e.spark, e.prepared, group_cols=KEYS, feature_cols=FEATURES, label_col="y",
+                                      estimator="sklearn.linear_model.LinearRegression",
+                                      experiment="catalogue-never-created", location=e.table_location),
+         ("Infinite values", "'x1'", "replace them"), max_jobs=SCHEMA_READ + 4, prepare=_inf_parquet),
 ]
 
 

@@ -96,7 +96,7 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
     from manymodels.training import train_per_group
 
     check_estimator(*load_estimator(estimator, params))  # a bad estimator or parameter: before MLflow or Spark
-    ctx = tracking.configure(experiment=experiment)  # before any worker touches the store
+    tracking.configure(experiment=experiment, create=False)  # reach the store (a bad URI fails now), make nothing
     df = data.read_input(spark, source, key_cols=group_cols, feature_cols=feature_cols, label_col=label_col, fmt=fmt)
     est, est_params = load_estimator(estimator, params)
     t0 = time.perf_counter()
@@ -105,6 +105,7 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
                             min_rows=min_rows, training_run_id=training_run_id, location=location,
                             retrain=retrain, commit=False, model_format=model_format, trusted_types=tuple(trusted_types))
     t1 = time.perf_counter()
+    ctx = tracking.configure(experiment=experiment)  # only now: bad input above leaves no empty experiment behind
     logged = tracking.log_training(spark, table, ctx, name=model_name, alias=alias,
                                    extra_params={"source": source})
     t2 = time.perf_counter()
