@@ -14,8 +14,8 @@ task until a file appears. The test process watches the markers and kills a work
 worker while tasks are held inside the training stage. After fitting, the ``Gate`` instance turns
 into the fitted inner estimator itself (same class, same state), so the model bytes are exactly
 those of the plain estimator. Executors import this module by name (the tests folder is put on
-their PYTHONPATH): the product pickles the unfitted estimator with the standard pickler, which
-needs an importable class.
+their PYTHONPATH), so the class is found by name on every worker instead of being shipped by value
+from this script's ``__main__``.
 """
 from __future__ import annotations
 
@@ -28,16 +28,13 @@ from pathlib import Path
 
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
+from cluster_train import CLUSTER_CONF as BASE_CONF  # this folder: a script's own folder is on sys.path
+
 HERE = Path(__file__).resolve().parent
 KEYS = ["store", "item"]
 FEATURES = ["x0", "x1", "x2"]
 CLUSTER_CONF = {
-    "spark.driver.host": "127.0.0.1",
-    "spark.driver.bindAddress": "127.0.0.1",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.executor.memory": "1g",
-    "spark.default.parallelism": "2",
+    **BASE_CONF,  # cluster_train.py's: driver on 127.0.0.1, no UI, 1g executors, parallelism 2
     "spark.locality.wait": "0s",           # no waiting for a preferred executor: faster retries
     "spark.shuffle.io.maxRetries": "1",     # a fetch from a dead executor fails fast and reruns the map stage
     "spark.shuffle.io.retryWait": "1s",

@@ -7,101 +7,19 @@ on 127.0.0.1, one per test module that uses it (import it: ``from cluster_util i
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from processes import (STOP_TIMEOUT, descendants, free_port, get_json, parent_pid, stop_group,  # noqa: F401
+                       tail, wait_for)
 
 START_TIMEOUT = 120.0
-STOP_TIMEOUT = 30.0
-
-
-# ---------------------------------------------------------------- small helpers
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    """Poll ``condition()`` until it returns a truthy value (returned) or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    last_error = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (OSError, ValueError) as exc:  # not ready yet: connection refused, partial JSON
-            last_error = exc
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout:.0f} s (last error: {last_error!r})")
-        pause.wait(interval)
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.load(resp)
-
-
-def tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the process group started with ``proc`` (its own session), SIGKILL it after ``timeout``."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # also children left behind (e.g. an executor of a worker), and a leader that ignored SIGTERM
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout)
-
-
-def parent_pid(pid: int) -> int:
-    """The parent of ``pid`` from ``/proc`` (raises ``OSError`` when it is gone)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (children, grandchildren, ...), from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(parent_pid(int(entry.name)), []).append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def spark_env(local_ip: str = "127.0.0.1") -> dict:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import mlflow_server
 from sklearn.linear_model import LinearRegression
 
 from manymodels import tracking
@@ -59,53 +56,12 @@ def logged(spark, mlflow_ctx, small_panel, tmp_path_factory):
     return tracking.log_training(spark, table, mlflow_ctx, name=NAME, alias=ALIAS)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(proc: subprocess.Popen, url: str, deadline_s: float) -> None:
-    """Poll the server's health endpoint; the only pause is waiting on the process itself (bounded)."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=0.5)
-            raise AssertionError(f"mlflow server exited with code {proc.returncode}")
-        except subprocess.TimeoutExpired:
-            pass
-    raise AssertionError(f"mlflow server not answering {url} within {deadline_s:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def server(logged, mlflow_ctx, tmp_path_factory):
     home = Path(os.environ["MANYMODELS_HOME"])
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "mlflow-server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", mlflow_ctx.tracking_uri, "--default-artifact-root", (home / "mlartifacts").as_uri(),
-             "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_up(proc, f"http://127.0.0.1:{port}/health", 120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and the workers it started, by our child's group id
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-        assert proc.poll() is not None, "mlflow server still running"
+    with mlflow_server(mlflow_ctx.tracking_uri, ["--default-artifact-root", (home / "mlartifacts").as_uri()],
+                       tmp_path_factory.mktemp("server") / "mlflow-server.log") as url:
+        yield url
 
 
 def chromium_run(chromium: str, url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
