@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from processes import mlflow_server, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "concurrent_train.py"
@@ -36,57 +33,12 @@ RUN_IDS = ("concurrent-a", "concurrent-b")
 KEYS = ("store", "item")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(proc: subprocess.Popen, url: str, deadline_s: float) -> None:
-    """Poll the health endpoint; the only pause is waiting on the server process itself (bounded)."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=0.5)
-            raise AssertionError(f"mlflow server exited with code {proc.returncode}")
-        except subprocess.TimeoutExpired:
-            pass
-    raise AssertionError(f"mlflow server not answering {url} within {deadline_s:.0f} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Our own child and the processes it started (its process group), and nothing else."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracking_server")
-    port = free_port()
-    with (root / "server.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--artifacts-destination", (root / "artifacts").as_uri(), "--workers", "2"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_up(proc, f"http://127.0.0.1:{port}/health", 180)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
-        assert proc.poll() is not None, "mlflow server still running"
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", ["--artifacts-destination", (root / "artifacts").as_uri()],
+                       root / "server.log", workers=2, timeout=180) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -118,18 +70,18 @@ def start_child(run_id: str, input_path: str, url: str, tmp: Path) -> tuple[subp
 
 
 @contextmanager
-def server_uris(url: str):
-    """``models:/`` URIs resolve through the process-wide registry URI: point it at the server, then back."""
+def server_uris(url: str, session):
+    """``models:/`` URIs resolve through the process-wide registry URI: point it at the server, then back to the
+    session's store (``session``: the ``mlflow_ctx`` fixture), never to MLflow's default ``./mlflow.db``."""
     import mlflow
 
-    old = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(url)
     mlflow.set_registry_uri(url)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(old[0])
-        mlflow.set_registry_uri(old[1])
+        mlflow.set_tracking_uri(session.tracking_uri)
+        mlflow.set_registry_uri(session.registry_uri)
 
 
 def overlap(a: list[float], b: list[float]) -> float:
@@ -137,7 +89,7 @@ def overlap(a: list[float], b: list[float]) -> float:
 
 
 @pytest.mark.slow
-def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tmp_path):
+def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tmp_path, mlflow_ctx):
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
@@ -165,7 +117,7 @@ def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tm
             results[run_id] = json.loads(found[-1][len("RESULT "):])
     finally:
         for proc, _ in children:
-            stop(proc)
+            stop_group(proc)
 
     a, b = (results[r] for r in RUN_IDS)
     wall, logging = overlap([a["start"], a["end"]], [b["start"], b["end"]]), overlap(a["log"], b["log"])
@@ -198,7 +150,7 @@ def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tm
         models = Path(client.download_artifacts(run.info.run_id, "models", str(tmp_path / f"art-{run_id}")))
         got = {str(p.relative_to(models)) for p in models.rglob("*.pkl")}
         assert got == expected_paths, f"{run_id}: {len(got)} model files for {n_groups} groups"
-        with server_uris(server):
+        with server_uris(server, mlflow_ctx):
             import mlflow
 
             router = Path(mlflow.artifacts.download_artifacts(
@@ -216,7 +168,7 @@ def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tm
     assert alias.version in {a["version"], b["version"]}
 
 
-def test_configure_survives_an_experiment_made_by_a_concurrent_run(tmp_path, monkeypatch):
+def test_configure_survives_an_experiment_made_by_a_concurrent_run(tmp_path, monkeypatch, mlflow_ctx):
     """The race the concurrent runs hit: both look the experiment up, miss it, and create it; the second
     create fails with RESOURCE_ALREADY_EXISTS. ``tracking.configure`` then uses the one the other run made."""
     import mlflow
@@ -235,7 +187,7 @@ def test_configure_survives_an_experiment_made_by_a_concurrent_run(tmp_path, mon
         return real(name)
 
     monkeypatch.setattr(mlflow, "get_experiment_by_name", racing)
-    with server_uris(uri):
+    with server_uris(uri, mlflow_ctx):
         ctx = tracking.configure(tracking_uri=uri, experiment="raced")
         made = real("raced")
     assert lookups == ["raced", "raced"] and ctx.experiment_id == made.experiment_id
