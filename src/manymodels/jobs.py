@@ -95,10 +95,10 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
     from manymodels import tracking
     from manymodels.training import train_per_group
 
-    check_estimator(*load_estimator(estimator, params))  # a bad estimator or parameter: before MLflow or Spark
+    est, est_params = load_estimator(estimator, params)
+    check_estimator(est, est_params)  # a bad estimator or parameter: before MLflow or Spark
     tracking.configure(experiment=experiment, create=False)  # reach the store (a bad URI fails now), make nothing
     df = data.read_input(spark, source, key_cols=group_cols, feature_cols=feature_cols, label_col=label_col, fmt=fmt)
-    est, est_params = load_estimator(estimator, params)
     t0 = time.perf_counter()
     table = train_per_group(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,
                             estimator=est, params=est_params, failure_policy=failure_policy, seed=seed,
