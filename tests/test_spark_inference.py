@@ -113,6 +113,31 @@ def test_per_group_classifier_gives_probabilities(spark, small_panel, tmp_path):
     assert (got["prediction"] == rows["label"].to_numpy()).mean() > 0.6
 
 
+def test_shuffle_scores_each_group_in_one_task(spark, trained, tmp_path):
+    """Rows of every group in every input partition: with the default shuffle each model is loaded by one
+    worker only, once; without it the same rows score the same, sorted within their partitions."""
+    _, _, rows, data, skipped = trained
+    table = train_per_group(spark.createDataFrame(rows.assign(y=rows["y"] * 5.0)), group_cols=KEYS,
+                            feature_cols=FEATURES, label_col="y", estimator=LinearRegression(),
+                            training_run_id="score-shuffle", location=str(tmp_path / "t"))
+    df = spark.createDataFrame(pd.concat([data] * 3, ignore_index=True)).repartition(4)  # round robin
+    log = tmp_path / "loads"
+    log.mkdir()
+    shuffled = score_per_group(df, table, passthrough_cols=["row_id"], staging_dir=str(tmp_path / "s"),
+                               load_log=str(log)).toPandas()
+    loads = Counter()
+    for p in log.glob("*.log"):
+        loads.update(p.read_text().split())
+    assert loads and set(loads.values()) == {1}, f"a model was loaded by more than one worker: {loads.most_common(2)}"
+    assert set(loads) == set(pd.read_parquet(table.version)["model_sha256"].dropna())
+    plain = score_per_group(df, table, passthrough_cols=["row_id"], staging_dir=str(tmp_path / "s"),
+                            shuffle=False).toPandas()
+    order = ["row_id", "prediction", "status"]
+    a, b = (f.sort_values(order, na_position="last").reset_index(drop=True) for f in (shuffled, plain))
+    assert len(a) == 3 * len(data)
+    pd.testing.assert_frame_equal(a, b)
+
+
 @pytest.fixture(scope="module")
 def classifier():
     rng = np.random.default_rng(0)

@@ -176,12 +176,19 @@ def _finish(out: pd.DataFrame, batch: pd.DataFrame, passthrough, version: str, t
     return out
 
 
-def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None = None, load_log: str | None = None):
+def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None = None, load_log: str | None = None,
+                    shuffle: bool = True):
     """Score ``df`` per group with the models of a training run (see ``resolve_group_models`` for ``model``).
 
     The key and feature columns are the training run's; they are checked on the driver before the job.
     Returns a lazy Spark DataFrame (see the module docstring for its columns); rows of groups without a
     model get ``status`` and ``error`` naming the group and the reason.
+
+    ``shuffle=True`` (default) hash-partitions the rows by group first, so each group is scored in one
+    task: one ``predict`` call per group and batch instead of one per group per input partition, and each
+    worker loads only its share of the models. ``shuffle=False`` skips that exchange for input already
+    clustered by group (for example one file or partition per group): rows are only sorted within their
+    partitions, and a group spread over many partitions is then predicted (and its model loaded) in each.
     """
     models = model if isinstance(model, GroupModels) else resolve_group_models(df.sparkSession, model,
                                                                                staging_dir=staging_dir)
@@ -194,7 +201,10 @@ def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None =
     cols = list(dict.fromkeys([*models.key_cols, *models.feature_cols, *passthrough]))
     schema = _output_ddl(df, models.key_cols, passthrough, models.task, per_group=True)
     body = partial(score_group_batches, models=models, passthrough=passthrough, load_log=load_log)
-    return df.select(*cols).sortWithinPartitions(*models.key_cols).mapInPandas(body, schema=schema)
+    rows = df.select(*cols)
+    if shuffle:
+        rows = rows.repartition(*models.key_cols)  # the session's shuffle partitions (adaptive execution may merge)
+    return rows.sortWithinPartitions(*models.key_cols).mapInPandas(body, schema=schema)
 
 
 def _output_ddl(df, key_cols, passthrough, task: str, *, per_group: bool) -> str:

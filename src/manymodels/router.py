@@ -56,33 +56,34 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
               for key, positions in df.groupby(list(key_cols), sort=False, dropna=False).indices.items()]
     missing = [e for _, _, e in groups if e is not None and e["status"] == "ok" and e["model_sha256"] not in MODEL_CACHE]
     blobs = load_blobs(missing) if missing else {}
-    for key, positions, entry in groups:
-        where = key_text(tuple(key_cols), key)
-        if entry is None:
-            status[positions] = UNKNOWN_GROUP
-            error[positions] = f"no model for group {where} in {run_label or 'this training run'}"
-            continue
-        if entry["status"] != "ok":
-            status[positions] = entry["status"]
-            error[positions] = f"group {where} has no model: {entry['status']} in training ({entry['error']})"
-            continue
-        sha = entry["model_sha256"]
-        try:
-            model = MODEL_CACHE.get(lambda: blobs[sha], sha, where=f"group {where} of {run_label}",
-                                    versions=entry["library_versions"],
-                                    model_format=entry.get("model_format") or MODEL_FORMAT, policy=policy)
-        except ModelRefusedError as exc:  # this group only: its rows say why, the others still score
-            status[positions] = REFUSED
-            error[positions] = f"{type(exc).__name__}: {exc}"
-            continue
-        X = X_all.iloc[positions] if pass_dataframe else X_all[positions]
-        if with_proba and hasattr(model, "predict_proba"):
-            p = model.predict_proba(X)
-            classes = [str(c) for c in model.classes_]
-            prediction[positions] = np.asarray(model.classes_, dtype=object)[p.argmax(axis=1)]
-            proba[positions] = [dict(zip(classes, row)) for row in p.tolist()]
-        else:
-            prediction[positions] = model.predict(X)
+    with _predict_settings(X_all):  # one NaN/inf scan for the batch instead of one per group
+        for key, positions, entry in groups:
+            where = key_text(tuple(key_cols), key)
+            if entry is None:
+                status[positions] = UNKNOWN_GROUP
+                error[positions] = f"no model for group {where} in {run_label or 'this training run'}"
+                continue
+            if entry["status"] != "ok":
+                status[positions] = entry["status"]
+                error[positions] = f"group {where} has no model: {entry['status']} in training ({entry['error']})"
+                continue
+            sha = entry["model_sha256"]
+            try:
+                model = MODEL_CACHE.get(lambda: blobs[sha], sha, where=f"group {where} of {run_label}",
+                                        versions=entry["library_versions"],
+                                        model_format=entry.get("model_format") or MODEL_FORMAT, policy=policy)
+            except ModelRefusedError as exc:  # this group only: its rows say why, the others still score
+                status[positions] = REFUSED
+                error[positions] = f"{type(exc).__name__}: {exc}"
+                continue
+            X = X_all.iloc[positions] if pass_dataframe else X_all[positions]
+            if with_proba and hasattr(model, "predict_proba"):
+                p = model.predict_proba(X)
+                classes = [str(c) for c in model.classes_]
+                prediction[positions] = np.asarray(model.classes_, dtype=object)[p.argmax(axis=1)]
+                proba[positions] = [dict(zip(classes, row)) for row in p.tolist()]
+            else:
+                prediction[positions] = model.predict(X)
     out = df.loc[:, list(key_cols)].reset_index(drop=True)
     try:  # numeric predictions (regression, integer classes) as float; class labels stay as they are
         out["prediction"] = pd.Series(prediction) if with_proba else pd.to_numeric(pd.Series(prediction))
@@ -93,6 +94,16 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
     out["status"] = status
     out["error"] = error
     return out
+
+
+def _predict_settings(X):
+    """scikit-learn's per-call scan for NaN and infinity, done once for the whole batch: skipped in every
+    group's ``predict`` only when it would pass (a batch with a NaN keeps the checks, and the errors or
+    NaN handling each model always had)."""
+    import sklearn
+
+    finite = isinstance(X, np.ndarray) and X.dtype.kind == "f" and bool(np.isfinite(X).all())
+    return sklearn.config_context(assume_finite=finite)
 
 
 class PackedModels:
