@@ -8,7 +8,7 @@ Spark session start (reported separately):
   (d) (c) plus all MLflow logging and registration (local sqlite store)
 and a Zipf-skewed panel of the same total rows against the uniform one. Every method reads the same
 Parquet input, written by ``data.write_parquet`` in row groups Spark can split across the cores. Every figure is the best of
-``--repeat`` runs (default 2) for every method alike. The last line is
+``--repeat`` runs (default 3) for every method alike. The last line is
 ``RESULT efficiency_5000=... speedup_vs_naive_5000=... skew_ratio=... mlflow_models_per_s=...``
 for the LinearRegression 5,000-group runs.
 
@@ -39,7 +39,7 @@ KEYS = ["store", "item"]
 FEATURES = feature_names(5)
 
 
-REPEAT = 2
+REPEAT = 3  # best of 3: the first run of each method also warms Python workers and the JIT
 
 
 def pandas_loop(rows: pd.DataFrame, make) -> int:

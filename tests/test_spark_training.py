@@ -87,7 +87,7 @@ def test_packed_plan_is_correct_with_aqe_on_and_off(spark, panel_df, aqe):
     try:
         spec = make_spec(df, group_cols=["store", "item"], feature_cols=FEATURES, label_col="y",
                          estimator=Ridge(), training_run_id="aqe")
-        table, task_groups = build_model_table(df, spec)
+        table, task_groups = build_model_table(df, spec, tasks_per_core=2)  # 4 partitions on local[2]
         got = table.toPandas()
         assert len(task_groups) == 4 and sum(task_groups) == 40 and table.rdd.getNumPartitions() == 4  # RDD only in the test, to count partitions
     finally:

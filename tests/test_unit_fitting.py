@@ -189,3 +189,23 @@ def test_a_nan_feature_keeps_the_checks_for_the_whole_batch(small_panel):
     assert (packed.drop(index=[key])["status"] == "ok").all()
     hgb, _ = _packed_vs_one_by_one(rows, HistGradientBoostingRegressor(max_iter=5, min_samples_leaf=5))
     assert hgb["status"].eq("ok").all()  # an estimator that accepts NaN still gets it
+
+
+def test_canonical_order_is_the_full_lexicographic_order():
+    """The label-only shortcut (continuous labels without ties) must give exactly the order of the full
+    sort by label then features, ties and already-sorted inputs included."""
+    from manymodels.fitting import _canonical_order
+
+    rng = np.random.default_rng(1)
+    for t in range(2000):
+        n = int(rng.integers(1, 40))
+        X = rng.integers(0, 3, size=(n, 3)).astype(float)
+        y = rng.integers(0, 4 if t % 2 else 10_000, size=n).astype(float)  # with and without ties
+        if t % 5 == 0:
+            y = np.sort(y)
+        full = np.lexsort([X[:, 2], X[:, 1], X[:, 0], y])
+        got = _canonical_order(X, y)
+        if got is None:
+            assert np.array_equal(full, np.arange(n))
+        else:
+            assert np.array_equal(got, full)

@@ -172,6 +172,11 @@ def _canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     holdout split and even floating-point sums depend on row order, so sorting makes the model
     bytes depend on the data alone.
     """
+    if y.dtype.kind == "f":  # continuous labels rarely tie: then the label alone decides the order (3x cheaper)
+        order = np.argsort(y, kind="stable")
+        ranked = y[order]
+        if not (ranked[1:] == ranked[:-1]).any():
+            return None if np.all(order[1:] > order[:-1]) else order
     label = np.unique(y.astype(str), return_inverse=True)[1] if y.dtype == object else y
     order = np.lexsort([X[:, j] for j in range(X.shape[1] - 1, -1, -1)] + [label])
     return None if np.all(order[1:] > order[:-1]) else order

@@ -45,11 +45,14 @@ def partition_labels(n_partitions: int) -> list[int]:
     return [labels[p] for p in range(n_partitions)]
 
 
-# Two tasks per core: each Python task has a fixed cost (worker hand-off, Arrow setup, sort), so tasks
-# are few and large; two per core leave the largest-first packing room to even out the cores and keep
-# a retried task small. One per core was measured too (bench/, local[2], 5,000 groups): within the
-# run-to-run noise of this machine (+-20%), so the default stays.
-TASKS_PER_CORE = 2
+# One task per core: each Python task has a fixed cost (worker hand-off, Arrow setup, the sort of its
+# shuffled rows before the first batch reaches Python), and largest-first packing already evens out the
+# cores. Measured side by side (bench/, local[2], 5,000 groups of LinearRegression, alternating runs on
+# one session, 2026-11-21): best of 4 runs 2.64 s with one task per core against 2.87 s with two and
+# 3.15 s with four; Zipf panel 2.79 s against 2.93 s. The price: no slack for Spark to rebalance a core
+# that runs slow, and progress advances one task (1/cores of the groups) at a time. Pass
+# ``tasks_per_core=2`` (or more) to ``train_per_group`` for either.
+TASKS_PER_CORE = 1
 
 
 def partition_count(n_groups: int, parallelism: int, tasks_per_core: int = TASKS_PER_CORE) -> int:
