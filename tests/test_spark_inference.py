@@ -116,7 +116,7 @@ def test_per_group_classifier_gives_probabilities(spark, small_panel, tmp_path):
 def test_shuffle_scores_each_group_in_one_task(spark, trained, tmp_path):
     """Rows of every group in every input partition: with the default shuffle each model is loaded by one
     worker only, once; without it the same rows score the same, sorted within their partitions."""
-    _, _, rows, data, skipped = trained
+    _, _, rows, data, _ = trained
     table = train_per_group(spark.createDataFrame(rows.assign(y=rows["y"] * 5.0)), group_cols=KEYS,
                             feature_cols=FEATURES, label_col="y", estimator=LinearRegression(),
                             training_run_id="score-shuffle", location=str(tmp_path / "t"))
