@@ -28,9 +28,13 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 
-from manymodels.ensemble import FoldEnsembleClassifier, FoldEnsembleRegressor
-
 from manymodels import tracking
+from manymodels.cli import main as cli
+from manymodels.ensemble import FoldEnsembleClassifier, FoldEnsembleRegressor
+from manymodels.ensemble_spark import run_study
+from manymodels.inference import score_per_group, score_single
+from manymodels.jobs import batch_score, train_and_register
+from manymodels.search_spark import search, search_per_group, tune
 from manymodels.validation import InputError
 
 pytestmark = pytest.mark.spark
@@ -333,60 +337,6 @@ CASES = [
                                       experiment="catalogue-never-created", location=e.table_location),
          ("Infinite values", "'x1'", "replace them"), max_jobs=SCHEMA_READ + 4, prepare=_inf_parquet),
 ]
-
-
-def search(*args, **kw):
-    from manymodels.search_spark import search as run
-
-    return run(*args, **kw)
-
-
-def search_per_group(*args, **kw):
-    from manymodels.search_spark import search_per_group as run
-
-    return run(*args, **kw)
-
-
-def tune(*args, **kw):
-    from manymodels.search_spark import tune as run
-
-    return run(*args, **kw)
-
-
-def run_study(*args, **kw):
-    from manymodels.ensemble_spark import run_study as run
-
-    return run(*args, **kw)
-
-
-def score_per_group(*args, **kw):
-    from manymodels.inference import score_per_group as run
-
-    return run(*args, **kw)
-
-
-def score_single(*args, **kw):
-    from manymodels.inference import score_single as run
-
-    return run(*args, **kw)
-
-
-def batch_score(*args, **kw):
-    from manymodels.jobs import batch_score as run
-
-    return run(*args, **kw)
-
-
-def train_and_register(*args, **kw):
-    from manymodels.jobs import train_and_register as run
-
-    return run(*args, **kw)
-
-
-def cli(argv):
-    from manymodels.cli import main
-
-    return main(argv)
 
 
 def notebook(name: str, **environ):

@@ -263,20 +263,29 @@ def report(case: str, seconds: float, result: dict, child: Child, **facts) -> No
 
 # ---------------------------------------------------------------- the cases
 
-def test_training_survives_losing_a_worker(two_hosts, panel, reference, tmp_path, children):
-    start = time.perf_counter()
-    child = start_child(two_hosts, panel, tmp_path, "faults-worker-loss", "hold")
+def hold_one_task(two_hosts, panel, tmp_path, children, name: str):
+    """Start a child whose first attempts wait on every worker; return it and the held attempt to hit."""
+    child = start_child(two_hosts, panel, tmp_path, name, "hold")
     children.append(child)
     held = wait_for(lambda: held_on_every_host(child), MARKER_TIMEOUT, "a held training task on each worker")
-    lost = held[0]
+    return child, held[0]
+
+
+def release_and_check(child, reference, lost):
+    """Let the held attempts go, wait for the child, check its table; return (result, table, lost's rows)."""
+    child.release.touch()
+    result = child.finish()
+    table = check_model_table(result, child, reference)
+    return result, table, check_replaced(table, child, lost)
+
+
+def test_training_survives_losing_a_worker(two_hosts, panel, reference, tmp_path, children):
+    start = time.perf_counter()
+    child, lost = hold_one_task(two_hosts, panel, tmp_path, children, "faults-worker-loss")
     victim = next(w for w in two_hosts.live_workers() if w.host == lost["host"])
     killed = two_hosts.kill_worker(victim)
     assert lost["pid"] in killed, f"the held Python worker {lost['pid']} was not under {victim.name}"
-    child.release.touch()
-    result = child.finish()
-
-    table = check_model_table(result, child, reference)
-    rows = check_replaced(table, child, lost)
+    result, table, rows = release_and_check(child, reference, lost)
     survivor = next(h for h in HOSTS if h != lost["host"])
     assert rows["host"].eq(survivor).all(), f"partition {lost['partition']} not rerun on the surviving worker"
     check_mlflow(result, child, table)
@@ -286,18 +295,11 @@ def test_training_survives_losing_a_worker(two_hosts, panel, reference, tmp_path
 
 def test_training_survives_losing_a_python_worker(two_hosts, panel, reference, tmp_path, children):
     start = time.perf_counter()
-    child = start_child(two_hosts, panel, tmp_path, "faults-python-worker-loss", "hold")
-    children.append(child)
-    held = wait_for(lambda: held_on_every_host(child), MARKER_TIMEOUT, "a held training task on each worker")
-    lost = held[0]
+    child, lost = hold_one_task(two_hosts, panel, tmp_path, children, "faults-python-worker-loss")
     daemon = Path(f"/proc/{parent_pid(lost['pid'])}/cmdline").read_bytes()
     assert b"pyspark.daemon" in daemon, f"the held attempt's parent is not a PySpark daemon: {daemon!r}"
     os.kill(lost["pid"], signal.SIGKILL)
-    child.release.touch()
-    result = child.finish()
-
-    table = check_model_table(result, child, reference)
-    rows = check_replaced(table, child, lost)
+    result, table, rows = release_and_check(child, reference, lost)
     assert (rows["attempt"] >= 1).all(), f"partition {lost['partition']} was not retried: {rows.drop_duplicates()}"
     assert len(two_hosts.live_workers()) == len(HOSTS) and two_hosts.ready()  # the workers themselves live on
     check_mlflow(result, child, table)
