@@ -151,16 +151,16 @@ def _packed_vs_one_by_one(rows, estimator):
 
 
 def test_packed_fits_skip_only_checks_that_pass_and_give_the_same_bytes(small_panel):
-    from manymodels.fitting import _all_finite, _params_valid
+    from manymodels.fitting import all_finite, _params_valid
 
     _, rows, _ = small_panel
     assert _params_valid(LinearRegression()) and _params_valid(make_pipeline(StandardScaler(), LinearRegression()))
     packed, single = _packed_vs_one_by_one(rows, LinearRegression())
     assert packed["status"].eq("ok").all()
     assert packed["model_sha256"].equals(single.loc[packed.index, "model_sha256"])  # fit_group: default checks
-    assert not _all_finite(np.array([[1.0, np.nan]]), np.array([1.0]))
-    assert not _all_finite(np.array([[1.0, 2.0]]), np.array([np.inf]))
-    assert _all_finite(np.array([[1.0, 2.0]]), np.array([np.nan]))  # a null label is dropped, not fitted
+    assert not all_finite(np.array([[1.0, np.nan]]), np.array([1.0]))
+    assert not all_finite(np.array([[1.0, 2.0]]), np.array([np.inf]))
+    assert all_finite(np.array([[1.0, 2.0]]), np.array([np.nan]))  # a null label is dropped, not fitted
 
 
 @pytest.mark.parametrize("estimator", [LinearRegression(positive="yes"),

@@ -125,22 +125,23 @@ def _params_valid(estimator: object) -> bool:
     return True
 
 
-def _all_finite(X: np.ndarray, y: np.ndarray) -> bool:
-    """No NaN or infinity among the features, no infinity among the labels (null labels are dropped per group).
+def all_finite(X, y: np.ndarray | None = None) -> bool:
+    """No NaN or infinity among the features (a float matrix), no infinity among the labels (null labels are
+    dropped per group).
 
     scikit-learn scans every input for them at every call; one vectorized scan of a whole packed batch
     lets the per-group calls skip it (``assume_finite``) when it would pass anyway. A batch with a NaN
     feature keeps the per-call checks, so estimators that accept NaN (and those that refuse it) behave as
-    they always did.
+    they always did. Training (``_fit_settings``) and per-group scoring (``router.route_predict``) use it.
     """
-    if X.dtype.kind != "f" or not np.isfinite(X).all():
+    if not isinstance(X, np.ndarray) or X.dtype.kind != "f" or not np.isfinite(X).all():
         return False
-    return y.dtype.kind != "f" or not np.isinf(y).any()
+    return y is None or y.dtype.kind != "f" or not np.isinf(y).any()
 
 
 def _fit_settings(template: "_Template", X: np.ndarray, y: np.ndarray):
     """scikit-learn settings for fitting a packed batch: skip only checks known to pass (see above)."""
-    return sklearn.config_context(assume_finite=_all_finite(X, y), skip_parameter_validation=template.params_valid)
+    return sklearn.config_context(assume_finite=all_finite(X, y), skip_parameter_validation=template.params_valid)
 
 
 def _task_attempt() -> str:

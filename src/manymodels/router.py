@@ -21,7 +21,9 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import sklearn
 
+from manymodels.fitting import all_finite
 from manymodels.keys import canonical_key, key_text
 from manymodels.serialization import DEFAULT_POLICY, MODEL_CACHE, MODEL_FORMAT, LoadPolicy, ModelRefusedError
 
@@ -56,7 +58,8 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
               for key, positions in df.groupby(list(key_cols), sort=False, dropna=False).indices.items()]
     missing = [e for _, _, e in groups if e is not None and e["status"] == "ok" and e["model_sha256"] not in MODEL_CACHE]
     blobs = load_blobs(missing) if missing else {}
-    with _predict_settings(X_all):  # one NaN/inf scan for the batch instead of one per group
+    # one NaN/inf scan for the batch instead of one per group's predict (kept per group when it fails)
+    with sklearn.config_context(assume_finite=all_finite(X_all)):
         for key, positions, entry in groups:
             where = key_text(tuple(key_cols), key)
             if entry is None:
@@ -94,16 +97,6 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
     out["status"] = status
     out["error"] = error
     return out
-
-
-def _predict_settings(X):
-    """scikit-learn's per-call scan for NaN and infinity, done once for the whole batch: skipped in every
-    group's ``predict`` only when it would pass (a batch with a NaN keeps the checks, and the errors or
-    NaN handling each model always had)."""
-    import sklearn
-
-    finite = isinstance(X, np.ndarray) and X.dtype.kind == "f" and bool(np.isfinite(X).all())
-    return sklearn.config_context(assume_finite=finite)
 
 
 class PackedModels:
