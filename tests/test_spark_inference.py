@@ -99,6 +99,26 @@ def test_each_model_is_loaded_at_most_once_per_worker_process(spark, trained, tm
     assert set().union(*per_worker.values()) == set(pd.read_parquet(table.version)["model_sha256"].dropna())
 
 
+def test_a_small_model_cache_bound_drops_and_reloads_models(spark, trained, tmp_path):
+    """model_cache_mb reaches the workers: with room for one model, each run finds at most that one still
+    loaded and loads the others again (with the default bound a worker keeps them all: see the test above),
+    and every row scores as with the default. A bound that is not a positive number is refused before any job."""
+    table, _, _, data, skipped = trained
+    blobs = pd.read_parquet(table.version)["model"].dropna()
+    one_model_mb = blobs.map(len).max() / 2**20
+    df = spark.createDataFrame(data).coalesce(1)  # one task per run
+    log = tmp_path / "loads"
+    log.mkdir()
+    for _ in range(3):
+        got = score_per_group(df, table, passthrough_cols=["row_id"], staging_dir=str(tmp_path / "s"),
+                              load_log=str(log), model_cache_mb=one_model_mb, shuffle=False).toPandas()
+        check_scored(got, table, data, skipped, "score-1")
+    loads = sum(len(p.read_text().split()) for p in log.glob("*.log"))
+    assert loads >= 3 * (len(blobs) - 1), f"{loads} loads in 3 runs of {len(blobs)} models"
+    with pytest.raises(InputError, match=r"model_cache_mb=0: expected a positive number of megabytes"):
+        score_per_group(df, table, staging_dir=str(tmp_path / "s"), model_cache_mb=0)
+
+
 def test_per_group_classifier_gives_probabilities(spark, small_panel, tmp_path):
     _, rows, _ = small_panel
     rows = rows.assign(label=np.where(rows["y"] > rows.groupby(KEYS)["y"].transform("median"), "high", "low"))

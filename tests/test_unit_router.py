@@ -46,6 +46,31 @@ def test_rows_are_routed_and_unknown_groups_reported():
     assert MODEL_CACHE.loads == 1 and calls == [1]  # the second batch found the model cached
 
 
+def test_models_dropped_by_the_cache_bound_mid_batch_are_fetched_again(monkeypatch):
+    """A worker holding more models than its bound: a model cached when the batch starts can be dropped
+    before its group comes up; it is fetched and loaded again, and every row is still scored."""
+    MODEL_CACHE.clear()
+    models = {str(g): fitted(float(g)) for g in range(1, 5)}
+    blobs = {}
+    index = {}
+    for g, model in models.items():
+        blob = serialization.dumps(model)
+        sha = serialization.sha256(blob)
+        blobs[sha] = blob
+        index[(g,)] = {"status": "ok", "error": None, "model_sha256": sha,
+                       "library_versions": serialization.library_versions()}
+    monkeypatch.setattr(MODEL_CACHE, "max_bytes", 2 * max(len(b) for b in blobs.values()))  # two at a time
+    df = pd.DataFrame({"a": [1, 2, 3, 4], "x": [1.0, 1.0, 1.0, 1.0]})
+    route_predict(df.iloc[:2], key_cols=["a"], feature_cols=["x"], index=index, load_blobs=loader(blobs))
+    calls = []  # groups 1 and 2 are cached; loading 3 and 4 drops them, then the second pass needs them back
+    out = route_predict(pd.concat([df.iloc[2:], df.iloc[:2]]), key_cols=["a"], feature_cols=["x"], index=index,
+                        load_blobs=loader(blobs, calls))
+    assert out["status"].eq("ok").all()
+    assert out["prediction"].tolist() == pytest.approx([4.0, 5.0, 2.0, 3.0])  # 1 + slope, the slope = group
+    assert calls == [2, 1, 1] and MODEL_CACHE.evictions >= 2 and len(MODEL_CACHE.loaded) == 6
+    MODEL_CACHE.clear()
+
+
 def test_a_nan_feature_keeps_scikit_learns_own_check():
     """The batch's one NaN/inf scan lets finite batches skip the per-group scans; a batch with a NaN keeps
     them, so a model that refuses NaN still says so instead of predicting from it."""

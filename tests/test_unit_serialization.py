@@ -27,6 +27,49 @@ def test_cache_loads_each_model_once():
     assert cache.loads == 1 and len(calls) == 1
 
 
+def _models(n: int) -> list[tuple[bytes, str]]:
+    blobs = [serialization.dumps(LinearRegression().fit([[0.0], [1.0]], [0.0, float(i)])) for i in range(n)]
+    return [(b, serialization.sha256(b)) for b in blobs]
+
+
+def test_cache_bound_drops_the_least_recently_used_model():
+    (a, sa), (b, sb), (c, sc) = _models(3)
+    cache = ModelCache(max_bytes=len(a) + len(b))  # room for two
+    cache.get(a, sa)
+    cache.get(b, sb)
+    cache.get(a, sa)  # a is now the most recently used: b goes first
+    cache.get(c, sc)
+    assert sa in cache and sc in cache and sb not in cache
+    assert cache.evictions == 1 and cache.bytes == len(a) + len(c) and cache.loads == 3
+    cache.get(b, sb)  # needed again: loaded (and checked) again, dropping a, now the least recently used
+    assert cache.loads == 4 and cache.loaded[-1] == sb and sa not in cache
+
+
+def test_cache_keeps_a_model_larger_than_its_bound():
+    (a, sa), (b, sb) = _models(2)
+    cache = ModelCache(max_bytes=1)
+    first = cache.get(a, sa)
+    assert cache.get(a, sa) is first and cache.loads == 1  # the newest model always stays
+    cache.get(b, sb)
+    assert sb in cache and sa not in cache and cache.bytes == len(b)
+    cache.limit(0)
+    assert sb in cache  # lowering the bound never drops the model just used
+
+
+def test_cache_bound_setting_is_checked(monkeypatch):
+    monkeypatch.delenv(serialization.CACHE_ENV, raising=False)
+    assert serialization.cache_bytes() == serialization.DEFAULT_CACHE_MB * 2**20
+    assert serialization.cache_bytes(0.5) == 2**19
+    monkeypatch.setenv(serialization.CACHE_ENV, "256")
+    assert serialization.cache_bytes() == 256 * 2**20
+    for bad in ("lots", "0", "-5", "inf"):
+        monkeypatch.setenv(serialization.CACHE_ENV, bad)
+        with pytest.raises(ValueError, match=rf"MANYMODELS_MODEL_CACHE_MB='{re.escape(bad)}': expected a positive"):
+            serialization.cache_bytes()
+    with pytest.raises(ValueError, match=r"model_cache_mb=-1: expected a positive number of megabytes"):
+        serialization.cache_bytes(-1)
+
+
 def test_version_mismatch_warns_with_both_versions():
     recorded = json.loads(serialization.library_versions())
     recorded["scikit-learn"] = "0.0.1"

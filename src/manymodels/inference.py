@@ -2,7 +2,8 @@
 
 Models are loaded once per Python worker: ``serialization.MODEL_CACHE`` (an importable module, keyed
 by SHA-256, checked before deserializing; skops blobs also against the training run's trusted types)
-holds them for the life of the worker process, and the per-group store's index and load policy are
+holds them for the life of the worker process, up to a bound on their bytes (``model_cache_mb``; the
+least recently used go first), and the per-group store's index and load policy are
 read once per process too. No SparkContext, RDD or broadcast variable: the
 per-group models are read by the workers from a packed Parquet store (``router.PackedModels``) at a
 path they can see, and a single model travels as bytes inside the UDF (its SHA-256 is the cache key).
@@ -152,10 +153,13 @@ def _log_loads(folder: str | None, seen: int) -> int:
 
 
 def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels, passthrough: tuple,
-                        load_log: str | None = None) -> Iterator[pd.DataFrame]:
-    """``mapInPandas`` body: every row scored with its group's model, loaded at most once per process."""
+                        load_log: str | None = None, cache_bytes: int | None = None) -> Iterator[pd.DataFrame]:
+    """``mapInPandas`` body: every row scored with its group's model, loaded at most once per process while
+    the worker's models fit in ``cache_bytes`` (``serialization.ModelCache``)."""
     store = Path(models.store) / MODELS_FILE
     index, policy = _index(models.store)
+    if cache_bytes is not None:
+        serialization.MODEL_CACHE.limit(cache_bytes)
     seen = len(serialization.MODEL_CACHE.loaded)
     for batch in batches:
         if not len(batch):
@@ -177,7 +181,7 @@ def _finish(out: pd.DataFrame, batch: pd.DataFrame, passthrough, version: str, t
 
 
 def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None = None, load_log: str | None = None,
-                    shuffle: bool = True):
+                    shuffle: bool = True, model_cache_mb: float | None = None):
     """Score ``df`` per group with the models of a training run (see ``resolve_group_models`` for ``model``).
 
     The key and feature columns are the training run's; they are checked on the driver before the job.
@@ -189,7 +193,12 @@ def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None =
     worker loads only its share of the models. ``shuffle=False`` skips that exchange for input already
     clustered by group (for example one file or partition per group): rows are only sorted within their
     partitions, and a group spread over many partitions is then predicted (and its model loaded) in each.
+
+    ``model_cache_mb`` bounds the models each Python worker keeps loaded (serialized megabytes; default
+    ``$MANYMODELS_MODEL_CACHE_MB`` on the driver, else 1024): past it the least recently used are dropped
+    and loaded again if a later batch needs them, instead of a long-lived worker growing without limit.
     """
+    bound = serialization.cache_bytes(model_cache_mb)
     models = model if isinstance(model, GroupModels) else resolve_group_models(df.sparkSession, model,
                                                                                staging_dir=staging_dir)
     types = dict(df.dtypes)
@@ -200,7 +209,7 @@ def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None =
     _check_present(types, passthrough, "Pass-through")
     cols = list(dict.fromkeys([*models.key_cols, *models.feature_cols, *passthrough]))
     schema = _output_ddl(df, models.key_cols, passthrough, models.task, per_group=True)
-    body = partial(score_group_batches, models=models, passthrough=passthrough, load_log=load_log)
+    body = partial(score_group_batches, models=models, passthrough=passthrough, load_log=load_log, cache_bytes=bound)
     rows = df.select(*cols)
     if shuffle:
         rows = rows.repartition(*models.key_cols)  # the session's shuffle partitions (adaptive execution may merge)

@@ -40,7 +40,8 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
     """Predict every row of ``df`` with its group's model.
 
     Pure: ``index`` maps a canonical key to its entry (status, error, model_sha256, library_versions, ...);
-    ``load_blobs(entries) -> {sha: bytes}`` fetches the models not yet in ``MODEL_CACHE``, once per batch.
+    ``load_blobs(entries) -> {sha: bytes}`` fetches the models not yet in ``MODEL_CACHE``, once per batch (and
+    again for a model the bounded cache dropped while this batch was being scored).
     Models see the features as training gave them: a float matrix, or a DataFrame with ``pass_dataframe``.
     ``with_proba`` adds ``probabilities`` (class -> probability) for classifiers. ``policy`` (the training
     run's format and trusted types) decides what may be deserialized; a group whose model is refused
@@ -72,7 +73,8 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
                 continue
             sha = entry["model_sha256"]
             try:
-                model = MODEL_CACHE.get(lambda: blobs[sha], sha, where=f"group {where} of {run_label}",
+                model = MODEL_CACHE.get(lambda: blobs[sha] if sha in blobs else load_blobs([entry])[sha], sha,
+                                        where=f"group {where} of {run_label}",
                                         versions=entry["library_versions"],
                                         model_format=entry.get("model_format") or MODEL_FORMAT, policy=policy)
             except ModelRefusedError as exc:  # this group only: its rows say why, the others still score

@@ -12,22 +12,27 @@ and recorded per row (``model_format`` column):
 The format dispatch is one dict lookup (``_DUMPERS`` / ``_LOADERS``). What a loader may accept (the
 format a training run wrote and its trusted types) is a ``LoadPolicy``, written by the driver next to
 the packed models it governs (``router.PackedModels``). The cache lives in this importable module, so a
-Python worker (or a pyfunc process) loads each model at most once, keyed by the checksum.
+Python worker (or a pyfunc process) loads each model at most once, keyed by the checksum, while it
+stays within the cache's bound on bytes held (``ModelCache``, ``$MANYMODELS_MODEL_CACHE_MB``).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import pickle
 import platform
 import threading
 import warnings
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
 import joblib
+
+from manymodels.validation import InputError
 
 MODEL_FORMAT = "pickle5"  # C pickler, protocol 5: ~10x faster than joblib's pure-Python pickler for small models
 SKOPS = "skops"
@@ -314,12 +319,41 @@ def warn_on_version_mismatch(recorded: str | None, where: str = "") -> None:
 
 # ---------------------------------------------------------------- the per-process cache
 
-class ModelCache:
-    """Loaded models keyed by SHA-256; each blob is deserialized at most once per process."""
+CACHE_ENV = "MANYMODELS_MODEL_CACHE_MB"
+DEFAULT_CACHE_MB = 1024
 
-    def __init__(self) -> None:
-        self._models: dict[str, object] = {}
+
+def cache_bytes(megabytes=None) -> int:
+    """The cache bound in bytes: ``megabytes``, else ``$MANYMODELS_MODEL_CACHE_MB``, else 1024 MB. A value that
+    is not a positive number raises ``InputError`` naming where it came from."""
+    source, value = ("model_cache_mb", megabytes) if megabytes is not None else \
+        (CACHE_ENV, os.environ.get(CACHE_ENV, DEFAULT_CACHE_MB))
+    try:
+        mb = float(value)
+    except (TypeError, ValueError):
+        mb = float("nan")
+    if not mb > 0 or mb == float("inf"):
+        raise InputError(f"{source}={value!r}: expected a positive number of megabytes for the per-worker model "
+                         f"cache (default {DEFAULT_CACHE_MB}). Fix: e.g. {source}=2048.")
+    return int(mb * 2**20)
+
+
+class ModelCache:
+    """Loaded models keyed by SHA-256; each blob is deserialized at most once per process while it stays cached.
+
+    Python workers live as long as their executor and serve every job of it, so a cache that only grows
+    would keep every model of every nightly run. The cache is bounded by the serialized bytes of the models
+    it holds (``max_bytes``, see ``cache_bytes``): past the bound the least recently used models are dropped,
+    and one needed again is loaded (and checked) again. The model just loaded always stays, even when it
+    alone is larger than the bound.
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self._models: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self.max_bytes = cache_bytes() if max_bytes is None else max_bytes
+        self.bytes = 0  # serialized bytes of the models held
+        self.evictions = 0
         self.loads = 0  # how many blobs were actually deserialized (tests count this)
         self.loaded: list[str] = []  # their SHA-256s, in load order
 
@@ -330,25 +364,48 @@ class ModelCache:
             model_format: str | None = MODEL_FORMAT, policy: LoadPolicy | None = None) -> object:
         """The model of ``sha``, deserialized on first use (checksum, format and trusted types checked
         first, see ``loads``; a library-version mismatch warns once, at that load)."""
-        model = self._models.get(sha)
-        if model is not None:
-            return model
         with self._lock:
-            model = self._models.get(sha)
-            if model is None:
-                blob = blob_or_loader() if callable(blob_or_loader) else blob_or_loader
-                model = loads(blob, sha, where=where, model_format=model_format, policy=policy)
-                warn_on_version_mismatch(versions, where)
-                self._models[sha] = model
-                self.loads += 1
-                self.loaded.append(sha)
+            entry = self._models.get(sha)
+            if entry is not None:
+                self._models.move_to_end(sha)
+                return entry[0]
+            blob = blob_or_loader() if callable(blob_or_loader) else blob_or_loader
+            model = loads(blob, sha, where=where, model_format=model_format, policy=policy)
+            warn_on_version_mismatch(versions, where)
+            self._models[sha] = (model, len(blob))
+            self.bytes += len(blob)
+            self.loads += 1
+            self.loaded.append(sha)
+            self._evict()
         return model
+
+    def limit(self, max_bytes: int) -> None:
+        """Set the bound (``cache_bytes``), dropping least recently used models now if it is exceeded."""
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._evict()
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes and len(self._models) > 1:
+            _, (_, size) = self._models.popitem(last=False)
+            self.bytes -= size
+            self.evictions += 1
 
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
+            self.bytes = 0
+            self.evictions = 0
             self.loads = 0
             self.loaded = []
 
 
-MODEL_CACHE = ModelCache()
+def _bound_at_import() -> int:
+    try:
+        return cache_bytes()
+    except ValueError as exc:  # a bad variable must not break every import: the driver's calls raise it
+        warnings.warn(f"{exc} Using {DEFAULT_CACHE_MB} MB.", RuntimeWarning, stacklevel=2)
+        return cache_bytes(DEFAULT_CACHE_MB)
+
+
+MODEL_CACHE = ModelCache(_bound_at_import())
