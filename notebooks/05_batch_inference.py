@@ -19,6 +19,8 @@ params = widgets({
     "output_table": "",
     "passthrough_cols": "",
     "experiment": "",
+    "shuffle": "true",  # false: the input is already clustered by group (one file or partition per group)
+    "model_cache_mb": "",  # models each Python worker keeps loaded, in MB (empty: 1024)
 })
 params
 

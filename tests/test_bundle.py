@@ -49,7 +49,8 @@ NOTEBOOK_WIDGETS = {
         "n_samples", "n_members", "sampling", "combine", "learner", "model_name", "alias", "experiment",
     },
     "05_batch_inference.py": {
-        "input_path", "model_name", "alias", "output_table", "passthrough_cols", "experiment",
+        "input_path", "model_name", "alias", "output_table", "passthrough_cols", "experiment", "shuffle",
+        "model_cache_mb",
     },
 }
 

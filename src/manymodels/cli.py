@@ -79,7 +79,7 @@ ENSEMBLE_OPTIONS = {"n_samples": "100000", "n_members": "5", "sampling": "disjoi
 
 # `manymodels score` options: exactly the widgets of notebooks/05_batch_inference.py (all strings).
 SCORE_OPTIONS = {"input_path": "", "model_name": "manymodels_router", "alias": "champion", "output_table": "",
-                 "passthrough_cols": "", "experiment": ""}
+                 "passthrough_cols": "", "experiment": "", "shuffle": "true", "model_cache_mb": ""}
 
 JOB_KEYS = ("nightly", "weekly_tuning", "fold_ensemble")
 TUNE_OPTIONS = {"input_path": "", "label_col": "target", "estimator": "sklearn.ensemble.RandomForestRegressor",

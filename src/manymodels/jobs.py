@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manymodels import data
+from manymodels import data, serialization
 from manymodels.config import PanelSpec, project_home
-from manymodels.validation import InputError, check_estimator, check_path
+from manymodels.validation import InputError, check_estimator, check_path, parse_bool
 
 
 def load_estimator(path: str, params: str | dict | None = None):
@@ -185,7 +185,7 @@ def _unknown_group_rows(holdout: pd.DataFrame, panel: PanelSpec) -> pd.DataFrame
 
 
 SCORE_DEFAULTS = {"input_path": "", "model_name": "manymodels_router", "alias": "champion", "output_table": "",
-                  "passthrough_cols": "", "experiment": ""}
+                  "passthrough_cols": "", "experiment": "", "shuffle": "true", "model_cache_mb": ""}
 
 
 @dataclass
@@ -211,13 +211,20 @@ def read_any(spark, source: str):
 
 
 def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_router", alias: str = "champion",
-                output_table: str = "", passthrough_cols: str = "", experiment: str = "") -> Scored:
+                output_table: str = "", passthrough_cols: str = "", experiment: str = "", shuffle: str = "true",
+                model_cache_mb: str = "") -> Scored:
     """The scoring job (notebook 05, ``manymodels score``, the nightly job's last task): score ``input_path``
     per group with the registered router ``models:/<model_name>@<alias>`` and write ``output_table``
-    (a table name, or a folder written as Parquet; default under the project folder)."""
+    (a table name, or a folder written as Parquet; default under the project folder). ``shuffle``: ``false``
+    for input already clustered by group (one file or partition per group); ``model_cache_mb``: the bound on
+    the models each Python worker keeps loaded (empty: ``$MANYMODELS_MODEL_CACHE_MB`` or 1024); see
+    ``inference.score_per_group``."""
     from manymodels.inference import score_per_group
     from manymodels.tracking import configure, model_name as full_name
 
+    shuffled = parse_bool("shuffle", shuffle)
+    cache_mb = str(model_cache_mb).strip() or None
+    serialization.cache_bytes(cache_mb)  # checked before anything is read
     start = time.perf_counter()
     configure(experiment=experiment or None, create=False)  # scoring logs nothing: no experiment is made
     source = input_path or default_input()
@@ -225,7 +232,7 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     df = read_any(spark, source)
     keep = [c.strip() for c in passthrough_cols.split(",") if c.strip()]
     uri = f"models:/{full_name(model_name)}@{alias}"
-    scored = score_per_group(df, uri, passthrough_cols=keep)
+    scored = score_per_group(df, uri, passthrough_cols=keep, shuffle=shuffled, model_cache_mb=cache_mb)
     output = output_table or str(project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name))
     if "/" in output:
         scored.write.mode("overwrite").parquet(output)

@@ -290,6 +290,21 @@ def parse_int(name: str, value, *, minimum: int | None = None) -> int:
     return number
 
 
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def parse_bool(name: str, value) -> bool:
+    """A notebook widget / job parameter (a string) as a boolean, or an ``InputError`` naming the parameter."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS or text in FALSE_WORDS:
+        return text in TRUE_WORDS
+    raise InputError(f"{name}={value!r}: expected true or false. Fix the job parameter or widget '{name}' "
+                     f"(locally: the environment variable MM_{name.upper()}).")
+
+
 def check_path(source: str, what: str = "input_path") -> None:
     """A local or FUSE path (``/Volumes/...``, ``/dbfs/...``) must exist before Spark reads it; table names and
     URIs with a scheme (``s3://``, ``dbfs:/``) are left to Spark."""
