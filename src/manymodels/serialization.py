@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import platform
@@ -332,10 +333,20 @@ def cache_bytes(megabytes=None) -> int:
         mb = float(value)
     except (TypeError, ValueError):
         mb = float("nan")
-    if not mb > 0 or mb == float("inf"):
+    if not (mb > 0 and math.isfinite(mb)):
         raise InputError(f"{source}={value!r}: expected a positive number of megabytes for the per-worker model "
                          f"cache (default {DEFAULT_CACHE_MB}). Fix: e.g. {source}=2048.")
     return int(mb * 2**20)
+
+
+def _bound_from_environment() -> int:
+    """``cache_bytes()`` for a cache made at import: a bad variable warns and falls back to the default instead
+    of breaking every import (the driver's scoring calls raise it)."""
+    try:
+        return cache_bytes()
+    except InputError as exc:
+        warnings.warn(f"{exc} Using {DEFAULT_CACHE_MB} MB.", RuntimeWarning, stacklevel=2)
+        return cache_bytes(DEFAULT_CACHE_MB)
 
 
 class ModelCache:
@@ -351,7 +362,7 @@ class ModelCache:
     def __init__(self, max_bytes: int | None = None) -> None:
         self._models: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self._lock = threading.Lock()
-        self.max_bytes = cache_bytes() if max_bytes is None else max_bytes
+        self.max_bytes = _bound_from_environment() if max_bytes is None else max_bytes
         self.bytes = 0  # serialized bytes of the models held
         self.evictions = 0
         self.loads = 0  # how many blobs were actually deserialized (tests count this)
@@ -400,12 +411,4 @@ class ModelCache:
             self.loaded = []
 
 
-def _bound_at_import() -> int:
-    try:
-        return cache_bytes()
-    except ValueError as exc:  # a bad variable must not break every import: the driver's calls raise it
-        warnings.warn(f"{exc} Using {DEFAULT_CACHE_MB} MB.", RuntimeWarning, stacklevel=2)
-        return cache_bytes(DEFAULT_CACHE_MB)
-
-
-MODEL_CACHE = ModelCache(_bound_at_import())
+MODEL_CACHE = ModelCache()
