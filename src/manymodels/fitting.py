@@ -16,6 +16,7 @@ import json
 import pickle
 import time
 import traceback
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -25,6 +26,7 @@ from sklearn.base import BaseEstimator, clone, is_classifier
 
 from manymodels import serialization
 from manymodels.config import TrainSpec
+from manymodels.fastchecks import numpy_fast_path
 from manymodels.keys import canonical_key, group_seed, key_text
 from manymodels.metrics import classification_metrics, metric_row, regression_metrics
 from manymodels.schemas import (
@@ -139,9 +141,13 @@ def all_finite(X, y: np.ndarray | None = None) -> bool:
     return y is None or y.dtype.kind != "f" or not np.isinf(y).any()
 
 
+@contextmanager
 def _fit_settings(template: "_Template", X: np.ndarray, y: np.ndarray):
-    """scikit-learn settings for fitting a packed batch: skip only checks known to pass (see above)."""
-    return sklearn.config_context(assume_finite=all_finite(X, y), skip_parameter_validation=template.params_valid)
+    """scikit-learn settings for fitting a packed batch: skip only checks known to pass (see above), and
+    answer its dataframe test for numpy arrays at once (``fastchecks.py``)."""
+    with sklearn.config_context(assume_finite=all_finite(X, y), skip_parameter_validation=template.params_valid), \
+            numpy_fast_path():
+        yield
 
 
 def _task_attempt() -> str:
