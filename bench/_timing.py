@@ -5,10 +5,15 @@ import time
 
 
 def timed(fn, repeat: int = 1):
-    """``(best wall seconds of repeat runs, the last result)``: the first run of a plan also pays warm-up."""
-    best, out = float("inf"), None
+    """``(best wall seconds of repeat runs, the last result)``: the first run of a plan also pays warm-up.
+
+    Every run's seconds are kept in ``timed.runs`` until the next call (for medians and spreads)."""
+    out, timed.runs = None, []
     for _ in range(repeat):
         start = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        timed.runs.append(time.perf_counter() - start)
+    return min(timed.runs, default=float("inf")), out
+
+
+timed.runs = []
