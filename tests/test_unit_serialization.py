@@ -45,6 +45,18 @@ def test_cache_bound_drops_the_least_recently_used_model():
     assert cache.loads == 4 and cache.loaded[-1] == sb and sa not in cache
 
 
+def test_cache_load_history_is_bounded_and_lists_the_loads_after_a_count():
+    models = _models(5)
+    cache = ModelCache(history=3)
+    for blob, sha in models:
+        cache.get(blob, sha)
+    shas = [sha for _, sha in models]
+    assert cache.loads == 5 and list(cache.loaded) == shas[2:]  # the oldest two are forgotten, not kept forever
+    assert cache.loaded_since(3) == shas[3:] and cache.loaded_since(5) == [] and cache.loaded_since(0) == shas[2:]
+    cache.clear()
+    assert cache.loaded_since(0) == [] and len(cache.loaded) == 0
+
+
 def test_cache_keeps_a_model_larger_than_its_bound():
     (a, sa), (b, sb) = _models(2)
     cache = ModelCache(max_bytes=1)

@@ -145,11 +145,11 @@ def _index(store: str) -> tuple[dict, serialization.LoadPolicy]:
 def _log_loads(folder: str | None, seen: int) -> int:
     """Append the models this process loaded since ``seen`` to ``folder/<pid>.log`` (tests and benchmarks
     count loads per model per worker from these files); return the new count."""
-    loaded = serialization.MODEL_CACHE.loaded
-    if folder and len(loaded) > seen:
+    cache = serialization.MODEL_CACHE
+    if folder and cache.loads > seen:
         with open(Path(folder) / f"{os.getpid()}.log", "a") as fh:
-            fh.writelines(f"{sha}\n" for sha in loaded[seen:])
-    return len(loaded)
+            fh.writelines(f"{sha}\n" for sha in cache.loaded_since(seen))
+    return cache.loads
 
 
 def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels, passthrough: tuple,
@@ -160,7 +160,7 @@ def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels,
     index, policy = _index(models.store)
     if cache_bytes is not None:
         serialization.MODEL_CACHE.limit(cache_bytes)
-    seen = len(serialization.MODEL_CACHE.loaded)
+    seen = serialization.MODEL_CACHE.loads
     for batch in batches:
         if not len(batch):
             continue

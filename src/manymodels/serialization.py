@@ -27,9 +27,10 @@ import platform
 import threading
 import warnings
 import zipfile
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 import joblib
 
@@ -349,6 +350,12 @@ def _bound_from_environment() -> int:
         return cache_bytes(DEFAULT_CACHE_MB)
 
 
+# SHA-256s of the latest loads kept for load logs and tests (``loaded``): about 8 MB at most, instead of one
+# string per load for the life of a worker. A load log is written after every batch, and a batch loads at most
+# one model per group it holds.
+LOAD_HISTORY = 65_536
+
+
 class ModelCache:
     """Loaded models keyed by SHA-256; each blob is deserialized at most once per process while it stays cached.
 
@@ -359,14 +366,20 @@ class ModelCache:
     alone is larger than the bound.
     """
 
-    def __init__(self, max_bytes: int | None = None) -> None:
+    def __init__(self, max_bytes: int | None = None, history: int = LOAD_HISTORY) -> None:
         self._models: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.max_bytes = _bound_from_environment() if max_bytes is None else max_bytes
         self.bytes = 0  # serialized bytes of the models held
         self.evictions = 0
         self.loads = 0  # how many blobs were actually deserialized (tests count this)
-        self.loaded: list[str] = []  # their SHA-256s, in load order
+        self.loaded: deque[str] = deque(maxlen=history)  # the SHA-256s of the latest loads, oldest first
+
+    def loaded_since(self, count: int) -> list[str]:
+        """The SHA-256s of the loads after the first ``count`` ones (as far as the bounded history reaches)."""
+        with self._lock:
+            n = min(self.loads - count, len(self.loaded))
+            return list(islice(self.loaded, len(self.loaded) - n, None)) if n > 0 else []
 
     def __contains__(self, sha: str) -> bool:
         return sha in self._models
@@ -408,7 +421,7 @@ class ModelCache:
             self.bytes = 0
             self.evictions = 0
             self.loads = 0
-            self.loaded = []
+            self.loaded.clear()
 
 
 MODEL_CACHE = ModelCache()
