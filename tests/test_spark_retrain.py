@@ -98,6 +98,12 @@ def test_retrain_changed_carries_unchanged_groups_byte_for_byte(spark, rows, tmp
     full = table_of(spark, train(spark, frame, tmp_path / "full", "retrain-full"))
     assert full["model_sha256"].equals(after["model_sha256"])
 
+    # Pruning drops the version the carried rows came from; the committed table keeps every byte.
+    assert model_store.prune(str(location), keep=0, min_age_hours=0) == [a.version]
+    assert [str(v) for v in model_store.versions(str(location))] == [b.version]
+    pruned = model_store.read(spark, str(location)).toPandas().set_index(KEYS).sort_index()
+    assert pruned["model"].equals(after.sort_index()["model"])
+
     # A new registered version whose group artifacts are the carried bytes.
     logged_b = tracking.log_training(spark, b, mlflow_ctx, name="retrain_model")
     assert int(logged_b.version) == int(logged_a.version) + 1 and not logged_b.reused

@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, default in SCORE_OPTIONS.items():  # == jobs.SCORE_DEFAULTS (a test checks)
         sc.add_argument(f"--{name}", default=default)
     sc.add_argument("--master", default=None)
+    pn = sub.add_parser("prune", help="delete old model-table versions of a folder location (keeps the current one, "
+                        "the newest --keep and any younger than --min_age_hours)")
+    pn.add_argument("--table", "--model_table", default=None, help="model table folder (default: the project's)")
+    pn.add_argument("--keep", type=int, default=5)
+    pn.add_argument("--min_age_hours", "--min-age-hours", type=float, default=24.0)
     _workspace_parser(sub)
     return p
 
@@ -158,6 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "workspace":
         return _workspace(args)
+    if args.command == "prune":
+        from manymodels import model_store
+
+        location = args.table or model_store.default_location()
+        deleted = model_store.prune(location, keep=args.keep, min_age_hours=args.min_age_hours)
+        print(f"deleted {len(deleted)} old version(s) of {location}; "
+              f"{len(model_store.versions(location))} left (current one kept)")
+        for path in deleted:
+            print(f"  {path}")
+        return 0
     from manymodels import jobs
 
     if args.command == "main":

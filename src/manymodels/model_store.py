@@ -9,13 +9,14 @@ completely written: a failed or killed run leaves the previous table readable an
 Writing and committing can be two steps (``write(..., commit=False)`` then ``commit_version``):
 the training job writes the version, MLflow logs and registers it, and only then does the
 pointer move, so a run killed while logging leaves both the table and the alias as they were.
-A table name is written and committed in one Delta overwrite.
+A table name is written and committed in one Delta overwrite. ``prune`` deletes old versions of a folder.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -69,6 +70,48 @@ def _move_pointer(root: Path, version: Path, training_run_id: str) -> None:
     tmp.write_text(json.dumps({"version": str(version), "training_run_id": training_run_id,
                                "committed_at": time.time()}))
     os.replace(tmp, root / POINTER)  # atomic on POSIX: readers see the old or the new pointer
+
+
+def versions(location: str) -> list[Path]:
+    """The version folders of a folder location, oldest first (their names start with the write time)."""
+    folder = Path(location).resolve() / "_versions"
+    return sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.name) if folder.is_dir() else []
+
+
+def prune(location: str, *, keep: int = 5, min_age_hours: float = 24.0, now: float | None = None) -> list[str]:
+    """Delete the old version folders of a folder location; return the deleted paths.
+
+    Every run writes a new version and the pointer only moves, so versions pile up: the committed ones of
+    past runs, and those of runs that failed or were killed before they committed. Kept: the current
+    version, the newest ``keep`` versions, and every version modified less than ``min_age_hours`` ago (a
+    run may still be writing it, or logging to MLflow before it commits). A table-name location keeps its
+    history in Delta (``VACUUM`` there) and is refused.
+    """
+    from manymodels.validation import InputError
+
+    if is_table_name(location):
+        raise InputError(f"prune: {location} is a table name; its old versions live in Delta's history. Fix: "
+                         f"run VACUUM {location} there, or pass a folder location.")
+    if keep < 0 or not min_age_hours >= 0:
+        raise InputError(f"prune: expected keep >= 0 and min_age_hours >= 0, found keep={keep}, "
+                         f"min_age_hours={min_age_hours}. Fix: pass non-negative values.")
+    found = versions(location)
+    try:
+        protected = {Path(current(location)["version"]).resolve()}
+    except ModelTableNotFound:
+        protected = set()
+    protected.update(p.resolve() for p in found[len(found) - keep:] if keep)
+    cutoff = (time.time() if now is None else now) - min_age_hours * 3600
+    deleted = []
+    for path in found:
+        try:
+            if path.resolve() in protected or path.stat().st_mtime > cutoff:
+                continue
+            shutil.rmtree(path)
+        except FileNotFoundError:  # another prune got there first
+            continue
+        deleted.append(str(path))
+    return deleted
 
 
 def current(location: str) -> dict:
