@@ -134,7 +134,7 @@ def all_finite(X, y: np.ndarray | None = None) -> bool:
     scikit-learn scans every input for them at every call; one vectorized scan of a whole packed batch
     lets the per-group calls skip it (``assume_finite``) when it would pass anyway. A batch with a NaN
     feature keeps the per-call checks, so estimators that accept NaN (and those that refuse it) behave as
-    they always did. Training (``_fit_settings``) and per-group scoring (``router.route_predict``) use it.
+    they always did. Used through ``batch_settings``.
     """
     if not isinstance(X, np.ndarray) or X.dtype.kind != "f" or not np.isfinite(X).all():
         return False
@@ -142,11 +142,12 @@ def all_finite(X, y: np.ndarray | None = None) -> bool:
 
 
 @contextmanager
-def _fit_settings(template: "_Template", X: np.ndarray, y: np.ndarray):
-    """scikit-learn settings for fitting a packed batch: skip only checks known to pass (see above), and
-    answer its dataframe test for numpy arrays at once (``fastchecks.py``)."""
-    with sklearn.config_context(assume_finite=all_finite(X, y), skip_parameter_validation=template.params_valid), \
-            numpy_fast_path():
+def batch_settings(X, y: np.ndarray | None = None, *, skip_parameter_validation: bool | None = None):
+    """scikit-learn settings for the per-group calls of one packed batch (training's ``fit_packed``, scoring's
+    ``router.route_predict``): skip only checks known to pass (``all_finite``, ``_params_valid``; ``None``
+    leaves that setting as it is) and answer its dataframe tests for numpy arrays at once (``fastchecks.py``)."""
+    skip = {"assume_finite": all_finite(X, y), "skip_parameter_validation": skip_parameter_validation}
+    with sklearn.config_context(**skip), numpy_fast_path():
         yield
 
 
@@ -304,7 +305,7 @@ def fit_packed(pdf: pd.DataFrame, *, spec: TrainSpec) -> pd.DataFrame:
     """Fit every group of ``pdf`` (groups contiguous, e.g. sorted by key) and return their rows."""
     X, y, attempt = feature_matrix(pdf, spec), pdf[spec.label_col].to_numpy(), _task_attempt()
     sampled = dict(spec.sampled_from)
-    with _fit_settings(_Template.of(spec.estimator), X, y):
+    with batch_settings(X, y, skip_parameter_validation=_Template.of(spec.estimator).params_valid):
         rows = [fit_arrays(key, X[s:e], y[s:e], spec=spec, attempt=attempt,
                            n_input=sampled.get(canonical_key(key)) if sampled else None)
                 for key, s, e in group_bounds(pdf, spec.group_cols)]

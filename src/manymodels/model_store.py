@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from manymodels.config import project_home
+from manymodels.validation import InputError
 
 POINTER = "_CURRENT"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_`][\w`-]*){1,2}$")
@@ -87,8 +88,6 @@ def prune(location: str, *, keep: int = 5, min_age_hours: float = 24.0, now: flo
     run may still be writing it, or logging to MLflow before it commits). A table-name location keeps its
     history in Delta (``VACUUM`` there) and is refused.
     """
-    from manymodels.validation import InputError
-
     if is_table_name(location):
         raise InputError(f"prune: {location} is a table name; its old versions live in Delta's history. Fix: "
                          f"run VACUUM {location} there, or pass a folder location.")

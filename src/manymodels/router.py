@@ -21,10 +21,8 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import sklearn
 
-from manymodels.fastchecks import numpy_fast_path
-from manymodels.fitting import all_finite
+from manymodels.fitting import batch_settings
 from manymodels.keys import canonical_key, key_text
 from manymodels.serialization import DEFAULT_POLICY, MODEL_CACHE, MODEL_FORMAT, LoadPolicy, ModelRefusedError
 
@@ -60,9 +58,7 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
               for key, positions in df.groupby(list(key_cols), sort=False, dropna=False).indices.items()]
     missing = [e for _, _, e in groups if e is not None and e["status"] == "ok" and e["model_sha256"] not in MODEL_CACHE]
     blobs = load_blobs(missing) if missing else {}
-    # one NaN/inf scan for the batch instead of one per group's predict (kept per group when it fails);
-    # numpy inputs skip scikit-learn's dataframe test (fastchecks.py)
-    with sklearn.config_context(assume_finite=all_finite(X_all)), numpy_fast_path():
+    with batch_settings(X_all):  # one NaN/inf scan for the batch instead of one per group's predict
         for key, positions, entry in groups:
             where = key_text(tuple(key_cols), key)
             if entry is None:
