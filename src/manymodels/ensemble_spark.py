@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels import serialization
+from manymodels.config import ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS
 from manymodels.ensemble import (COMBINES, FoldEnsembleClassifier, _meta_view, fit_member, folds_of, meta_sample,
                                  member_outputs, member_seed, oof_sums, row_hashes, stack_features, stack_width, used_mask)
 from manymodels.fitting import _task_attempt
@@ -241,7 +242,8 @@ def fit_spark(ensemble, df, *, label_col, feature_cols=None):
     routed = routed.withColumn(PART_COL, F.element_at(labels, F.col(MEMBER_COL) + 1)).repartition(K, PART_COL)
     trained = routed.mapInPandas(partial(fit_members, ensemble=template, feature_cols=feature_cols,
                                          label_col=label_col), schema=MEMBER_SCHEMA)
-    with _session_conf(df.sparkSession, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(MEMBER_ARROW_BATCH_ROWS)}):
+    with _session_conf(df.sparkSession, {ARROW_MAX_RECORDS: str(MEMBER_ARROW_BATCH_ROWS),
+                                          ARROW_MAX_BYTES: ARROW_BYTE_CAP}):
         rows = trained.toPandas().sort_values("member").reset_index(drop=True)
     wall_members = time.perf_counter() - start
     missing = sorted(set(range(K)) - set(rows["member"].tolist()))

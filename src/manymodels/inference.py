@@ -28,10 +28,13 @@ import numpy as np
 import pandas as pd
 
 from manymodels import serialization
-from manymodels.config import project_home
+from manymodels.config import ARROW_BYTES_UNCHECKED, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, project_home
 from manymodels.router import MODELS_FILE, read_blobs, read_index, read_policy, route_predict
 from manymodels.validation import InputError, short_list
 
+# Session settings for a job that writes scores (``jobs.batch_score``; the embedded session has them already):
+# 10,000-row Arrow batches, bounded by rows only, without Spark 4's per-row byte accounting (config.ARROW_MAX_BYTES).
+SCORE_SESSION_CONF = {ARROW_MAX_RECORDS: "10000", ARROW_MAX_BYTES: ARROW_BYTES_UNCHECKED}
 SPARK_NUMERIC = {"double", "float", "bigint", "int", "smallint", "tinyint", "decimal", "boolean"}
 MLFLOW_NUMERIC = {"double", "float", "long", "integer", "boolean"}
 
@@ -216,7 +219,7 @@ def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None =
     return rows.sortWithinPartitions(*models.key_cols).mapInPandas(body, schema=schema)
 
 
-def _output_ddl(df, key_cols, passthrough, task: str, *, per_group: bool) -> str:
+def _output_ddl(df, key_cols, passthrough, task: str, *, per_group: bool, version: bool = True) -> str:
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     cols = [f"`{c}` {types[c]}" for c in [*key_cols, *passthrough]]
     cols.append("`prediction` string" if task == "classification" else "`prediction` double")
@@ -224,7 +227,8 @@ def _output_ddl(df, key_cols, passthrough, task: str, *, per_group: bool) -> str
         cols.append("`probabilities` map<string,double>")
     if per_group:
         cols += ["`status` string", "`error` string"]
-    cols.append("`model_version` string")
+    if version:
+        cols.append("`model_version` string")
     return ", ".join(cols)
 
 
@@ -275,13 +279,37 @@ def _dumps(obj) -> bytes:
         return cloudpickle.dumps(obj)
 
 
+SCORE_BATCH_ROWS = 50_000  # rows per predict call at most (Spark hands over 10,000-row Arrow batches by default)
+SCORE_BATCH_BYTES = 8 << 20  # and at most this many bytes of float64 features, for wide inputs
+
+
+def coalesced(batches: Iterator, n_features: int) -> Iterator[list]:
+    """Consecutive non-empty Arrow batches, grouped until a group holds ``SCORE_BATCH_ROWS`` rows or
+    ``SCORE_BATCH_BYTES`` of float64 features: one ``predict`` call per group instead of one per Spark batch.
+    Every call pays a fixed cost (a 100-tree ensemble pays it once per tree), so fewer, larger calls
+    take less CPU; the rows and their order are unchanged."""
+    target = max(1, min(SCORE_BATCH_ROWS, SCORE_BATCH_BYTES // (8 * max(1, n_features))))
+    group, rows = [], 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        group.append(batch)
+        rows += batch.num_rows
+        if rows >= target:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
+
+
 def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: tuple,
                          threads: int = 1) -> Iterator:
     """``mapInArrow`` body: one model, unpickled at most once per worker process (keyed by its SHA-256).
 
     Arrow in, Arrow out: float64 features go to the model as one matrix without a pandas round trip, the
     pass-through columns are handed back as they came, and the probabilities map is built column-wise
-    (``MapArray.from_arrays``) instead of one Python dict per row."""
+    (``MapArray.from_arrays``) instead of one Python dict per row. Consecutive batches are scored together
+    (``coalesced``). The constant ``model_version`` column is added by Spark (``score_single``), not here."""
     import pyarrow as pa
     from threadpoolctl import threadpool_limits
 
@@ -290,12 +318,11 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
     is_sklearn = hasattr(est, "fit")  # MLflow pyfunc wrappers want a DataFrame
     named = getattr(est, "feature_names_in_", None) is not None
     with threadpool_limits(threads):  # one task per core: native thread pools would oversubscribe them
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            X = _features(batch, features, as_frame=named or not is_sklearn)
-            out = {c: batch.column(c) for c in passthrough}
-            n = batch.num_rows
+        for group in coalesced(batches, len(features)):
+            table = pa.Table.from_batches(group)
+            X = _features(table, features, as_frame=named or not is_sklearn)
+            out = {c: table.column(c).combine_chunks() for c in passthrough}
+            n = table.num_rows
             if model.task == "classification" and hasattr(est, "predict_proba"):
                 proba = np.asarray(est.predict_proba(X), dtype="float64")
                 classes = pa.array([str(c) for c in est.classes_], type=pa.string())
@@ -306,20 +333,25 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
                 pred = pred.reshape(n) if pred.ndim == 2 and pred.shape[1] == 1 else pred
                 out["prediction"] = _strings(pred) if model.task == "classification" \
                     else pa.array(pred.astype("float64"), type=pa.float64())
-            out["model_version"] = _repeat(model.version, n)
             yield pa.RecordBatch.from_arrays(list(out.values()), names=list(out))
 
 
-def _features(batch, features: list[str], *, as_frame: bool):
-    """The feature columns of an Arrow batch: one float64 matrix (nulls as NaN) when every column is float64,
-    otherwise (or for models that want names) a pandas frame with the original dtypes."""
+def _features(table, features: list[str], *, as_frame: bool):
+    """The feature columns of an Arrow table: one float64 matrix (nulls as NaN), filled chunk by chunk in a single
+    copy, when every column is float64; otherwise (or for models that want names) a pandas frame with the
+    original dtypes."""
     import pyarrow as pa
 
-    cols = [batch.column(c) for c in features]
+    cols = [table.column(c) for c in features]
     if all(c.type == pa.float64() for c in cols):
-        X = np.column_stack([col.to_numpy(zero_copy_only=False) for col in cols])
+        X = np.empty((table.num_rows, len(cols)), dtype="float64")
+        for j, col in enumerate(cols):
+            start = 0
+            for chunk in col.chunks:
+                X[start:start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
+                start += len(chunk)
         return pd.DataFrame(X, columns=features, copy=False) if as_frame else X
-    frame = batch.select(features).to_pandas()
+    frame = table.select(features).to_pandas()
     return frame if as_frame else frame.to_numpy(dtype="float64", na_value=np.nan)
 
 
@@ -327,12 +359,6 @@ def _strings(values: np.ndarray):
     import pyarrow as pa
 
     return pa.array(values.astype(str).astype(object), type=pa.string())
-
-
-def _repeat(text: str, n: int):
-    import pyarrow as pa
-
-    return pa.array([text], type=pa.string()).take(pa.array(np.zeros(n, dtype=np.int32)))
 
 
 def _proba_map(classes, proba: np.ndarray):
@@ -358,6 +384,8 @@ def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_p
     passthrough = tuple(passthrough_cols)
     _check_present(types, passthrough, "Pass-through")
     cols = list(dict.fromkeys([*resolved.feature_cols, *passthrough]))
-    schema = _output_ddl(df, (), passthrough, resolved.task, per_group=False)
+    schema = _output_ddl(df, (), passthrough, resolved.task, per_group=False, version=False)
     body = partial(score_single_batches, model=resolved, passthrough=passthrough, threads=threads_per_task)
-    return df.select(*cols).mapInArrow(body, schema=schema)
+    from pyspark.sql import functions as F
+
+    return df.select(*cols).mapInArrow(body, schema=schema).withColumn("model_version", F.lit(resolved.version))

@@ -219,8 +219,9 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     for input already clustered by group (one file or partition per group); ``model_cache_mb``: the bound on
     the models each Python worker keeps loaded (empty: ``$MANYMODELS_MODEL_CACHE_MB`` or 1024); see
     ``inference.score_per_group``."""
-    from manymodels.inference import score_per_group
+    from manymodels.inference import SCORE_SESSION_CONF, score_per_group
     from manymodels.tracking import configure, model_name as full_name
+    from manymodels.training import _session_conf
 
     shuffled = parse_bool("shuffle", shuffle)
     cache_mb = str(model_cache_mb).strip() or None
@@ -234,12 +235,12 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     uri = f"models:/{full_name(model_name)}@{alias}"
     scored = score_per_group(df, uri, passthrough_cols=keep, shuffle=shuffled, model_cache_mb=cache_mb)
     output = output_table or str(project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name))
-    if "/" in output:
-        scored.write.mode("overwrite").parquet(output)
-        written = spark.read.parquet(output)
-    else:
-        scored.write.mode("overwrite").saveAsTable(output)
-        written = spark.read.table(output)
+    with _session_conf(spark, SCORE_SESSION_CONF):
+        if "/" in output:
+            scored.write.mode("overwrite").parquet(output)
+        else:
+            scored.write.mode("overwrite").saveAsTable(output)
+    written = spark.read.parquet(output) if "/" in output else spark.read.table(output)
     counts = {r["status"]: int(r["count"]) for r in written.groupBy("status").count().collect()}
     version = written.select("model_version").limit(1).collect()
     return Scored(output, version[0][0] if version else uri, sum(counts.values()), counts,

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels import search as S
-from manymodels.config import ARROW_MAX_RECORDS, TrainSpec, on_databricks, project_home
+from manymodels.config import ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, TrainSpec, on_databricks, project_home
 from manymodels.session import parallelism
 from manymodels.validation import InputError, check_path, short_list
 
@@ -356,7 +356,7 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     result = packed.mapInPandas(partial(S.search_stream, spec=spec, train_spec=train_spec), schema=_ddl(columns))
     staged = Path(staging or default_staging()) / f"group-search-{uuid.uuid4().hex}"
     try:
-        with _session_conf(spark, {ARROW_MAX_RECORDS: str(GROUP_ARROW_BATCH_ROWS)}):
+        with _session_conf(spark, {ARROW_MAX_RECORDS: str(GROUP_ARROW_BATCH_ROWS), ARROW_MAX_BYTES: ARROW_BYTE_CAP}):
             try:
                 result.write.parquet(_spark_path(str(staged)))
             except Exception as exc:  # noqa: BLE001

@@ -18,7 +18,7 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from manymodels import model_store
-from manymodels.config import ARROW_MAX_RECORDS, TrainSpec
+from manymodels.config import TrainSpec, arrow_batch_conf
 from manymodels.fitting import GroupFitError, fit_stream, task_of
 from manymodels.keys import canonical_key
 from manymodels.memory import FRACTION_COL, check_group_memory, row_bytes, sample_fractions
@@ -264,8 +264,11 @@ def _session_conf(spark, settings: dict[str, str]):
 def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, input_types: dict, *,
             retrain: dict | None = None, commit: bool = True) -> ModelTable:
     try:
-        # Large Arrow batches: fewer Python round trips; groups are sliced out of them anyway.
-        with _session_conf(table.sparkSession, {ARROW_MAX_RECORDS: str(TRAIN_ARROW_BATCH_ROWS)}):
+        # Large Arrow batches (fewer rows when rows are wide): fewer Python round trips; groups are sliced out
+        # of them anyway.
+        arrow = arrow_batch_conf(TRAIN_ARROW_BATCH_ROWS, input_types,
+                                 [*spec.group_cols, *spec.feature_cols, spec.label_col])
+        with _session_conf(table.sparkSession, arrow):
             version = model_store.write(table, location, spec.training_run_id, commit=commit)
     except Exception as exc:  # surface the worker's group error as the driver's own
         message = str(exc)

@@ -1,0 +1,72 @@
+"""The single-model scoring body and the Arrow batch settings, without Spark."""
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LinearRegression
+
+from manymodels import inference
+from manymodels.config import ARROW_BYTES_UNCHECKED, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, arrow_batch_conf
+from manymodels.inference import coalesced, resolve_single_model, score_single_batches
+
+FEATURES = ["a", "b", "c"]
+
+
+def batches_of(frame: pd.DataFrame, sizes) -> list:
+    out, start = [], 0
+    for n in sizes:
+        out.append(pa.RecordBatch.from_pandas(frame.iloc[start:start + n], preserve_index=False))
+        start += n
+    assert start == len(frame)
+    return out
+
+
+def test_coalesced_groups_consecutive_batches_up_to_the_row_target(monkeypatch):
+    monkeypatch.setattr(inference, "SCORE_BATCH_ROWS", 25)
+    frame = pd.DataFrame({"a": np.arange(70.0)})
+    groups = list(coalesced(iter(batches_of(frame, [10, 0, 10, 10, 30, 5, 5])), 1))
+    assert [[b.num_rows for b in g] for g in groups] == [[10, 10, 10], [30], [5, 5]]  # empty batch dropped
+    monkeypatch.setattr(inference, "SCORE_BATCH_BYTES", 8 * 3 * 12)  # 12 rows of 3 float64 features
+    assert [sum(b.num_rows for b in g) for g in coalesced(iter(batches_of(frame, [10] * 7)), 3)] == [20] * 3 + [10]
+    assert list(coalesced(iter([]), 3)) == []
+
+
+def test_single_model_body_scores_coalesced_batches_like_one_predict(monkeypatch):
+    monkeypatch.setattr(inference, "SCORE_BATCH_ROWS", 50)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 3)), columns=FEATURES)
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(X, np.where(X["a"] > 0, "up", "down"))
+    X.loc[7, "b"] = np.nan  # a null reaches the model as NaN
+    frame = X.assign(id=np.arange(300))
+    resolved = resolve_single_model(model)
+    out = pa.Table.from_batches(list(score_single_batches(iter(batches_of(frame, [40, 40, 0, 100, 120])),
+                                                          model=resolved, passthrough=("id",))))
+    assert out.column_names == ["id", "prediction", "probabilities"] and out.num_rows == 300
+    assert out.column("id").to_pylist() == list(range(300))
+    assert out.column("prediction").to_pylist() == model.predict(X).tolist()
+    proba = np.array([[dict(p)["down"], dict(p)["up"]] for p in out.column("probabilities").to_pylist()])
+    np.testing.assert_array_equal(proba, model.predict_proba(X))
+
+
+def test_single_model_body_regression_and_non_float_features(monkeypatch):
+    monkeypatch.setattr(inference, "SCORE_BATCH_ROWS", 30)
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.normal(size=(100, 3)), columns=FEATURES)
+    model = LinearRegression().fit(X.to_numpy(), X["a"] * 2 + 1)
+    frame = X.assign(c=np.arange(100, dtype="int32"))  # an int column takes the pandas path
+    resolved = resolve_single_model(model, feature_cols=FEATURES)
+    out = pa.Table.from_batches(list(score_single_batches(iter(batches_of(frame, [25] * 4)), model=resolved,
+                                                          passthrough=())))
+    assert out.column_names == ["prediction"]
+    np.testing.assert_allclose(out.column("prediction").to_numpy(), model.predict(frame[FEATURES].to_numpy()))
+
+
+@pytest.mark.parametrize("types,rows", [
+    ({"k": "bigint", "x": "double", "y": "double"}, 100_000),  # narrow: the row cap
+    ({"k": "string", **{f"x{i}": "double" for i in range(2_000)}}, (64 << 20) // (32 + 8 * 2_000)),  # wide: ~64 MB
+    ({f"s{i}": "string" for i in range(100_000)}, 1_000),  # never fewer than 1,000 rows
+])
+def test_arrow_batch_conf_bounds_batches_by_rows_alone(types, rows):
+    conf = arrow_batch_conf(100_000, types, list(types))
+    assert conf == {ARROW_MAX_RECORDS: str(rows), ARROW_MAX_BYTES: ARROW_BYTES_UNCHECKED}
