@@ -13,12 +13,13 @@
     pandas UDF and manymodels, plotted (log scales) to docs/batch_inference_sizes.png.
 
 Every Spark figure is a full write of the scored output to the ``noop`` sink over a cached, counted input; every
-figure is the best of ``--repeat`` runs (default 2). The session start is excluded and printed separately.
+figure is the best of ``--repeat`` runs (default 3: the first runs of a plan still pay the JVM's warm-up); for (i)
+the median of the runs is printed too. The session start is excluded and printed separately.
 Last line: ``RESULT single_rows_per_s_1m=... single_vs_limit=... speedup_vs_spark_udf=...
 per_group_speedup_vs_naive=... max_loads_per_model_per_worker=...``.
 
 Usage: python bench/bench_inference.py [--rows 200000,1000000] [--groups 5000]
-       [--sizes 100,500,1000,1500,2000,2500,3000,100000] [--repeat 2]
+       [--sizes 100,500,1000,1500,2000,2500,3000,100000] [--repeat 3]
 Smoke test: python bench/bench_inference.py --rows 20000,50000 --groups 200 --sizes 100,500,5000 --repeat 1
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
+from statistics import median
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +182,7 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=5000, help="per-group panel: groups x 200 rows")
     ap.add_argument("--sizes", default="100,500,1000,1500,2000,2500,3000,100000", help="sizes of the plot")
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per figure; the best is reported")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is reported")
     ap.add_argument("--plot", default=str(REPO / "docs" / "batch_inference_sizes.png"))
     args = ap.parse_args()
     rows_list = [int(r) for r in args.rows.split(",")]
@@ -208,7 +210,8 @@ def main() -> None:
     parts = 2 * cores
     print(f"machine: {os.cpu_count()} cores, master {args.master}, python {sys.version.split()[0]}, load average "
           f"{load_before[0]:.1f} at start; session start {t_session:.1f} s (excluded); best of {args.repeat} runs; "
-          f"Arrow batch {spark.conf.get('spark.sql.execution.arrow.maxRecordsPerBatch')} rows; "
+          f"Arrow batch {spark.conf.get('spark.sql.execution.arrow.maxRecordsPerBatch')} rows (byte cap "
+          f"{spark.conf.get('spark.sql.execution.arrow.maxBytesPerBatch')}); "
           f"inputs cached in {parts} partitions")
 
     # ------------------------------------------------------------ (i) one model
@@ -224,28 +227,32 @@ def main() -> None:
                                     input_example=X_df.head(5), serialization_format="cloudpickle")
     print(f"\n(i) one model: HistGradientBoostingClassifier(max_iter=100) fitted on {n_fit} rows in {t_fit:.1f} s; "
           f"logged as {logged.model_uri}")
-    print(f"{'recipe':<44}{'rows':>10}{'seconds':>9}{'rows/s':>11}{'vs limit':>9}")
-    single = {}
+    print(f"{'recipe':<44}{'rows':>10}{'seconds':>9}{'rows/s':>11}{'vs limit':>9}{'median s':>9}{'median vs limit':>16}")
+    single, medians = {}, {}
     sub = cached(spark, X_df.iloc[:SUBSAMPLE], parts)
     t_row_sub, _ = timed(lambda: noop(row_udf(sub, model, features)), args.repeat)
     row_rate = SUBSAMPLE / t_row_sub
     for n in rows_list:
         df = cached(spark, X_df.iloc[:n], parts)
         Xn = X[:n]
-        res = {}
-        res["limit: model.predict, numpy on the driver"] = n / timed(lambda: limit(model, Xn), args.repeat)[0]
-        res[f"row UDF (extrapolated from {SUBSAMPLE} rows)"] = row_rate
-        res["scalar pandas UDF, unpickle per batch"] = n / timed(
-            lambda: noop(pandas_udf_per_batch(df, model, features)), args.repeat)[0]
-        res["pyspark predict_batch_udf"] = n / timed(lambda: noop(predict_batch(df, model, features)),
-                                                     args.repeat)[0]
-        res["mlflow.pyfunc.spark_udf"] = n / timed(lambda: noop(mlflow_udf(spark, df, logged.model_uri, features)),
-                                                   args.repeat)[0]
-        res["manymodels score_single"] = n / timed(lambda: noop(score_single(df, model)), args.repeat)[0]
-        lim = res["limit: model.predict, numpy on the driver"]
+        res, med = {}, {}
+
+        def measure(label, fn):
+            res[label] = n / timed(fn, args.repeat)[0]
+            med[label] = n / median(timed.runs)
+
+        measure("limit: model.predict, numpy on the driver", lambda: limit(model, Xn))
+        res[f"row UDF (extrapolated from {SUBSAMPLE} rows)"] = med[f"row UDF (extrapolated from {SUBSAMPLE} rows)"] \
+            = row_rate
+        measure("scalar pandas UDF, unpickle per batch", lambda: noop(pandas_udf_per_batch(df, model, features)))
+        measure("pyspark predict_batch_udf", lambda: noop(predict_batch(df, model, features)))
+        measure("mlflow.pyfunc.spark_udf", lambda: noop(mlflow_udf(spark, df, logged.model_uri, features)))
+        measure("manymodels score_single", lambda: noop(score_single(df, model)))
+        lim, mlim = res["limit: model.predict, numpy on the driver"], med["limit: model.predict, numpy on the driver"]
         for label, rate in res.items():
-            print(f"{label:<44}{n:>10}{n / rate:>9.2f}{rate:>11.0f}{rate / lim:>9.2f}")
-        single[n] = res
+            print(f"{label:<44}{n:>10}{n / rate:>9.2f}{rate:>11.0f}{rate / lim:>9.2f}{n / med[label]:>9.2f}"
+                  f"{med[label] / mlim:>16.2f}")
+        single[n], medians[n] = res, med
         df.unpersist()
     sub.unpersist()
 
@@ -328,8 +335,11 @@ def main() -> None:
     print(f"load average {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f} at the end "
           f"({cores} cores for Spark; other processes share the machine)")
     big = max(rows_list)
-    r = single[big]
+    r, m = single[big], medians[big]
     mm = r["manymodels score_single"]
+    print(f"by the medians of the runs at {big} rows: single_vs_limit="
+          f"{m['manymodels score_single'] / m['limit: model.predict, numpy on the driver']:.2f} speedup_vs_spark_udf="
+          f"{m['manymodels score_single'] / m['mlflow.pyfunc.spark_udf']:.2f}")
     print(f"RESULT single_rows_per_s_1m={mm:.0f} "
           f"single_vs_limit={mm / r['limit: model.predict, numpy on the driver']:.2f} "
           f"speedup_vs_spark_udf={mm / r['mlflow.pyfunc.spark_udf']:.2f} "
