@@ -3,7 +3,8 @@ import json
 import sys
 
 import numpy as np
-from sklearn.linear_model import LinearRegression
+import pandas as pd
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from manymodels.config import PanelSpec
 from manymodels.data import make_panel
@@ -20,9 +21,15 @@ table = train_per_group(df, group_cols=["store", "item"], feature_cols=["x0", "x
 per_group = score_per_group(df, table, staging_dir=f"{out_dir}/staging").toPandas()
 one = LinearRegression().fit(rows[["x0", "x1", "x2"]], rows["y"])
 single = score_single(df, one, passthrough_cols=["store"]).toPandas()
+X = rows[["x0", "x1", "x2"]]
+clf = LogisticRegression().fit(X, np.where(rows["y"] > rows["y"].median(), "high", "low"))
+classified = score_single(df, clf).toPandas()  # probabilities: a struct of one field per class
 print("RESULT " + json.dumps({
     "connect": is_connect(spark), "counts": table.counts,
     "per_group_ok": int((per_group["status"] == "ok").sum()), "rows": len(rows),
     "single_matches": bool(np.allclose(np.sort(single["prediction"]),
-                                       np.sort(one.predict(rows[["x0", "x1", "x2"]]))))}))
+                                       np.sort(one.predict(rows[["x0", "x1", "x2"]])))),
+    "classified": sorted(classified["prediction"].value_counts().to_dict().items()) ==
+    sorted(pd.Series(clf.predict(X)).value_counts().to_dict().items()),
+    "proba_sums": bool(np.allclose([p["high"] + p["low"] for p in classified["probabilities"]], 1.0))}))
 spark.stop()

@@ -21,4 +21,5 @@ def test_train_and_score_per_group_and_single_model_under_spark_connect(tmp_path
     assert result["connect"] is True
     assert result["counts"] == {"ok": 30, "failed": 0, "skipped": 0}
     assert result["per_group_ok"] == result["rows"] and result["single_matches"]
+    assert result["classified"] and result["proba_sums"]
     assert "manymodels: training" in proc.stdout and "30 of 30 groups done" in proc.stdout  # progress via Connect

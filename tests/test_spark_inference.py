@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeClassifier
 
 from manymodels import serialization, tracking
 from manymodels.inference import score_per_group, score_single
@@ -171,7 +171,7 @@ def test_single_model_object_and_mlflow_uri_score_the_same(spark, classifier, ml
     df = spark.createDataFrame(X.assign(id=np.arange(len(X))))
     got = score_single(df, model, passthrough_cols=["id"]).toPandas().sort_values("id")
     assert got["prediction"].tolist() == model.predict(X).tolist()
-    proba = np.array([[p["no"], p["yes"]] for p in got["probabilities"].map(dict)])
+    proba = np.array([[p["no"], p["yes"]] for p in got["probabilities"]])  # a struct: one field per class
     np.testing.assert_allclose(proba, model.predict_proba(X), rtol=1e-12)
     assert got["model_version"].iloc[0] == f"sha256:{serialization.sha256(serialization.dumps(model))[:12]}"
     logged = tracking.log_estimator(model, mlflow_ctx, run_key="single-score", name="single_score", input_example=X,
@@ -179,6 +179,17 @@ def test_single_model_object_and_mlflow_uri_score_the_same(spark, classifier, ml
     via_uri = score_single(df, logged.model_uri, passthrough_cols=["id"]).toPandas().sort_values("id")
     assert via_uri["prediction"].tolist() == got["prediction"].tolist()
     assert via_uri["model_version"].eq(f"single_score/{logged.version}").all()
+
+
+def test_single_model_output_schema_follows_the_model(spark, classifier):
+    model, X = classifier
+    df = spark.createDataFrame(X)
+    proba = score_single(df, model).schema["probabilities"].dataType
+    assert [(f.name, f.dataType.simpleString()) for f in proba.fields] == [("no", "double"), ("yes", "double")]
+    ridge = RidgeClassifier().fit(X, model.predict(X))  # a classifier without predict_proba: no probabilities
+    got = score_single(df, ridge).toPandas()
+    assert list(got.columns) == ["prediction", "model_version"]
+    assert got["prediction"].tolist() == ridge.predict(X).tolist()
 
 
 @pytest.mark.parametrize("change,needle", [

@@ -4,11 +4,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, RidgeClassifier
 
 from manymodels import inference
 from manymodels.config import ARROW_BYTES_UNCHECKED, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, arrow_batch_conf
 from manymodels.inference import coalesced, resolve_single_model, score_single_batches
+from manymodels.validation import InputError
 
 FEATURES = ["a", "b", "c"]
 
@@ -45,7 +46,8 @@ def test_single_model_body_scores_coalesced_batches_like_one_predict(monkeypatch
     assert out.column_names == ["id", "prediction", "probabilities"] and out.num_rows == 300
     assert out.column("id").to_pylist() == list(range(300))
     assert out.column("prediction").to_pylist() == model.predict(X).tolist()
-    proba = np.array([[dict(p)["down"], dict(p)["up"]] for p in out.column("probabilities").to_pylist()])
+    assert out.schema.field("probabilities").type == pa.struct([("down", pa.float64()), ("up", pa.float64())])
+    proba = np.column_stack([out.column("probabilities").combine_chunks().field(c).to_numpy() for c in ("down", "up")])
     np.testing.assert_array_equal(proba, model.predict_proba(X))
 
 
@@ -60,6 +62,41 @@ def test_single_model_body_regression_and_non_float_features(monkeypatch):
                                                           passthrough=())))
     assert out.column_names == ["prediction"]
     np.testing.assert_allclose(out.column("prediction").to_numpy(), model.predict(frame[FEATURES].to_numpy()))
+
+
+def test_classifier_without_probabilities_gives_predictions_only():
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame(rng.normal(size=(80, 3)), columns=FEATURES)
+    model = RidgeClassifier().fit(X, np.where(X["b"] > 0, 1, 0))
+    resolved = resolve_single_model(model)
+    assert resolved.task == "classification" and resolved.classes == ()
+    out = pa.Table.from_batches(list(score_single_batches(iter(batches_of(X, [80])), model=resolved, passthrough=())))
+    assert out.column_names == ["prediction"]
+    assert out.column("prediction").to_pylist() == [str(v) for v in model.predict(X)]
+
+
+def test_classes_that_collide_as_text_are_refused():
+    class Model:  # a classifier whose labels 1 and "1" would name the same probability column
+        classes_ = np.array([1, "1"], dtype=object)
+        feature_names_in_ = np.array(FEATURES, dtype=object)
+
+        def predict(self, X):
+            return np.zeros(len(X))
+
+        def predict_proba(self, X):
+            return np.full((len(X), 2), 0.5)
+
+    with pytest.raises(InputError, match=r"not distinct as text .*'1', '1'"):
+        resolve_single_model(Model())
+
+
+def test_a_model_that_is_not_a_scikit_learn_estimator_resolves():
+    class Wrapper:  # like an MLflow pyfunc model: predict only, no scikit-learn tags
+        def predict(self, X):
+            return np.asarray(X)[:, 0] * 2
+
+    resolved = resolve_single_model(Wrapper(), feature_cols=FEATURES)
+    assert (resolved.task, resolved.classes, resolved.feature_cols) == ("regression", (), tuple(FEATURES))
 
 
 @pytest.mark.parametrize("types,rows", [

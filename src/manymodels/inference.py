@@ -9,7 +9,9 @@ per-group models are read by the workers from a packed Parquet store (``router.P
 path they can see, and a single model travels as bytes inside the UDF (its SHA-256 is the cache key).
 
 Output columns: the key columns (per group), the pass-through columns, ``prediction``,
-``probabilities`` (class -> probability, classifiers), ``status`` / ``error`` (per group:
+``probabilities`` (classifiers: per group a ``map<string,double>`` class -> probability, since the groups' models
+may know different classes; with one model a struct with one double field per class, named by the class, so a
+class is a plain column, ``probabilities.yes``), ``status`` / ``error`` (per group:
 ``ok``, ``unknown_group``, the group's training status, or ``refused`` when its stored model fails the
 checksum or the trusted types, the error naming group and run; never a failed job) and ``model_version``.
 A library-version mismatch between training and scoring warns (``RuntimeWarning``, in the worker's log).
@@ -219,17 +221,25 @@ def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None =
     return rows.sortWithinPartitions(*models.key_cols).mapInPandas(body, schema=schema)
 
 
-def _output_ddl(df, key_cols, passthrough, task: str, *, per_group: bool, version: bool = True) -> str:
+def _output_ddl(df, key_cols, passthrough, task: str, *, per_group: bool, version: bool = True,
+                classes: tuple = ()) -> str:
+    """The output schema; per group, classifiers get a probabilities map, with one model a struct of ``classes``."""
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-    cols = [f"`{c}` {types[c]}" for c in [*key_cols, *passthrough]]
+    cols = [f"{_quoted(c)} {types[c]}" for c in [*key_cols, *passthrough]]
     cols.append("`prediction` string" if task == "classification" else "`prediction` double")
-    if task == "classification":
+    if task == "classification" and per_group:
         cols.append("`probabilities` map<string,double>")
+    elif classes:
+        cols.append(f"`probabilities` struct<{', '.join(f'{_quoted(c)}: double' for c in classes)}>")
     if per_group:
         cols += ["`status` string", "`error` string"]
     if version:
         cols.append("`model_version` string")
     return ", ".join(cols)
+
+
+def _quoted(name: str) -> str:
+    return "`" + str(name).replace("`", "``") + "`"
 
 
 # ---------------------------------------------------------------- one model over a large table
@@ -242,12 +252,11 @@ class SingleModel:
     task: str
     version: str
     feature_types: dict = field(default_factory=dict)
+    classes: tuple[str, ...] = ()  # the model's classes (as text) when it gives probabilities
 
 
 def resolve_single_model(model, feature_cols=None) -> SingleModel:
     """A fitted scikit-learn estimator (a fold ensemble too) or any MLflow model URI, as checked bytes."""
-    from sklearn.base import is_classifier
-
     if isinstance(model, str):
         from manymodels import tracking
 
@@ -264,9 +273,24 @@ def resolve_single_model(model, feature_cols=None) -> SingleModel:
     blob = _dumps(obj)
     sha = serialization.sha256(blob)
     features = tuple(feature_cols or names)
-    task = "classification" if is_classifier(obj) or hasattr(obj, "classes_") and hasattr(obj, "predict_proba") \
-        else "regression"
-    return SingleModel(blob, sha, features, task, version or f"sha256:{sha[:12]}", types or {c: "double" for c in names})
+    probabilistic = hasattr(obj, "classes_") and hasattr(obj, "predict_proba")
+    task = "classification" if probabilistic or _is_classifier(obj) else "regression"
+    classes = tuple(str(c) for c in obj.classes_) if probabilistic else ()
+    if len(set(classes)) < len(classes):
+        raise InputError(f"The classes of model {version or type(obj).__name__} are not distinct as text "
+                         f"({short_list(list(classes), 12)}): probabilities are named by class. Use distinct labels.")
+    return SingleModel(blob, sha, features, task, version or f"sha256:{sha[:12]}", types or {c: "double" for c in names},
+                       classes)
+
+
+def _is_classifier(obj) -> bool:
+    """scikit-learn's ``is_classifier``, False for objects it cannot tag (an MLflow pyfunc wrapper, say)."""
+    from sklearn.base import is_classifier
+
+    try:
+        return bool(is_classifier(obj))
+    except (AttributeError, TypeError):  # scikit-learn >= 1.6 raises for objects without __sklearn_tags__
+        return False
 
 
 def _dumps(obj) -> bytes:
@@ -307,9 +331,10 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
     """``mapInArrow`` body: one model, unpickled at most once per worker process (keyed by its SHA-256).
 
     Arrow in, Arrow out: float64 features go to the model as one matrix without a pandas round trip, the
-    pass-through columns are handed back as they came, and the probabilities map is built column-wise
-    (``MapArray.from_arrays``) instead of one Python dict per row. Consecutive batches are scored together
-    (``coalesced``). The constant ``model_version`` column is added by Spark (``score_single``), not here."""
+    pass-through columns are handed back as they came, and the probabilities are a struct of one float64
+    column per class (cheaper to hand over and store than a map, whose class names repeat on every row).
+    Consecutive batches are scored together (``coalesced``). The constant ``model_version`` column is added by
+    Spark (``score_single``), not here."""
     import pyarrow as pa
     from threadpoolctl import threadpool_limits
 
@@ -323,11 +348,13 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
             X = _features(table, features, as_frame=named or not is_sklearn)
             out = {c: table.column(c).combine_chunks() for c in passthrough}
             n = table.num_rows
-            if model.task == "classification" and hasattr(est, "predict_proba"):
+            if model.classes:
                 proba = np.asarray(est.predict_proba(X), dtype="float64")
-                classes = pa.array([str(c) for c in est.classes_], type=pa.string())
+                classes = pa.array(model.classes, type=pa.string())
                 out["prediction"] = classes.take(pa.array(proba.argmax(axis=1).astype(np.int32)))
-                out["probabilities"] = _proba_map(classes, proba)
+                out["probabilities"] = pa.StructArray.from_arrays(
+                    [pa.array(proba[:, j], type=pa.float64()) for j in range(len(model.classes))],
+                    names=list(model.classes))
             else:
                 pred = np.asarray(est.predict(X))
                 pred = pred.reshape(n) if pred.ndim == 2 and pred.shape[1] == 1 else pred
@@ -361,21 +388,13 @@ def _strings(values: np.ndarray):
     return pa.array(values.astype(str).astype(object), type=pa.string())
 
 
-def _proba_map(classes, proba: np.ndarray):
-    """``map<string,double>`` column (class -> probability) from an (n, k) matrix and the k class names (an
-    Arrow string array), without per-row Python."""
-    import pyarrow as pa
-
-    n, k = proba.shape
-    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    keys = classes.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
-    return pa.MapArray.from_arrays(offsets, keys, pa.array(proba.reshape(-1), type=pa.float64()))
-
-
 def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_per_task: int = 1):
     """Score every row of ``df`` with one model (an estimator object or an MLflow model URI).
 
-    Features are checked against the model's signature (or ``feature_names_in_``) on the driver.
+    Features are checked against the model's signature (or ``feature_names_in_``) on the driver. Returns a lazy
+    Spark DataFrame: the pass-through columns, ``prediction``, ``probabilities`` for a classifier with
+    ``predict_proba`` (a struct of one double per class, named by the class: ``probabilities.yes``) and
+    ``model_version``.
     """
     resolved = model if isinstance(model, SingleModel) else resolve_single_model(model, feature_cols)
     types = dict(df.dtypes)
@@ -384,7 +403,7 @@ def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_p
     passthrough = tuple(passthrough_cols)
     _check_present(types, passthrough, "Pass-through")
     cols = list(dict.fromkeys([*resolved.feature_cols, *passthrough]))
-    schema = _output_ddl(df, (), passthrough, resolved.task, per_group=False, version=False)
+    schema = _output_ddl(df, (), passthrough, resolved.task, per_group=False, version=False, classes=resolved.classes)
     body = partial(score_single_batches, model=resolved, passthrough=passthrough, threads=threads_per_task)
     from pyspark.sql import functions as F
 
