@@ -7,7 +7,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, RidgeClassifier
 
 from manymodels import inference
-from manymodels.config import ARROW_BYTES_UNCHECKED, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, arrow_batch_conf
+from manymodels.config import ARROW_BYTES_UNCHECKED, ARROW_MAX_BYTES, ARROW_MAX_RECORDS
+from manymodels.memory import TYPE_BYTES, arrow_batch_conf
 from manymodels.inference import coalesced, resolve_single_model, score_single_batches
 from manymodels.validation import InputError
 
@@ -101,7 +102,7 @@ def test_a_model_that_is_not_a_scikit_learn_estimator_resolves():
 
 @pytest.mark.parametrize("types,rows", [
     ({"k": "bigint", "x": "double", "y": "double"}, 100_000),  # narrow: the row cap
-    ({"k": "string", **{f"x{i}": "double" for i in range(2_000)}}, (64 << 20) // (32 + 8 * 2_000)),  # wide: ~64 MB
+    ({"k": "string", **{f"x{i}": "double" for i in range(2_000)}}, (64 << 20) // (TYPE_BYTES["string"] + 8 * 2_000)),
     ({f"s{i}": "string" for i in range(100_000)}, 1_000),  # never fewer than 1,000 rows
 ])
 def test_arrow_batch_conf_bounds_batches_by_rows_alone(types, rows):

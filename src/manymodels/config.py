@@ -21,16 +21,6 @@ ARROW_MAX_RECORDS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 ARROW_MAX_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
 ARROW_BYTES_UNCHECKED = str(2**31 - 1)
 ARROW_BYTE_CAP = str(64 << 20)
-FIXED_WIDTH_TYPES = ("double", "float", "bigint", "int", "smallint", "tinyint", "boolean", "date", "timestamp")
-
-
-def arrow_batch_conf(max_rows: int, types: dict[str, str], cols) -> dict[str, str]:
-    """Arrow batch settings for one job: up to ``max_rows`` rows and about 64 MB of ``cols`` (Spark simple
-    types in ``types``; 32 bytes assumed for a string or other variable-width value), bounded by rows alone so
-    Spark skips its per-row byte accounting (see ``ARROW_MAX_BYTES``)."""
-    row = sum(8 if types.get(c, "").split("(")[0] in FIXED_WIDTH_TYPES else 32 for c in cols)
-    rows = max(1_000, min(max_rows, (64 << 20) // max(1, row)))
-    return {ARROW_MAX_RECORDS: str(rows), ARROW_MAX_BYTES: ARROW_BYTES_UNCHECKED}
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 
 

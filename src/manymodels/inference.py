@@ -396,6 +396,8 @@ def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_p
     ``predict_proba`` (a struct of one double per class, named by the class: ``probabilities.yes``) and
     ``model_version``.
     """
+    from pyspark.sql import functions as F
+
     resolved = model if isinstance(model, SingleModel) else resolve_single_model(model, feature_cols)
     types = dict(df.dtypes)
     check_features(types, resolved.feature_types, feature_cols or resolved.feature_cols,
@@ -405,6 +407,4 @@ def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_p
     cols = list(dict.fromkeys([*resolved.feature_cols, *passthrough]))
     schema = _output_ddl(df, (), passthrough, resolved.task, per_group=False, version=False, classes=resolved.classes)
     body = partial(score_single_batches, model=resolved, passthrough=passthrough, threads=threads_per_task)
-    from pyspark.sql import functions as F
-
     return df.select(*cols).mapInArrow(body, schema=schema).withColumn("model_version", F.lit(resolved.version))

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from manymodels import search as S
-from manymodels.config import ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, TrainSpec, on_databricks, project_home
+from manymodels.config import (ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, TrainSpec, on_databricks,
+                               project_home)
 from manymodels.session import parallelism
 from manymodels.validation import InputError, check_path, short_list
 
