@@ -17,10 +17,13 @@ ARROW_ENABLED = "spark.sql.execution.arrow.pyspark.enabled"
 ARROW_MAX_RECORDS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 # Spark 4 also caps Arrow batches by bytes (default 64 MB) and, to do so, sums the batch's buffer sizes after
 # every row it adds: a quarter of the JVM's time when scoring 20 float columns (JFR). The value INT_MAX turns
-# the check off, leaving the row cap; jobs with large row caps set Spark's own byte cap back (ARROW_BYTE_CAP).
+# the check off, leaving the row cap. Training sizes its rows by width (memory.arrow_batch_conf); tuning and
+# fold ensembles, with 100,000-row batches, set Spark's own byte cap back (ARROW_BYTE_CAP).
 ARROW_MAX_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
 ARROW_BYTES_UNCHECKED = str(2**31 - 1)
 ARROW_BYTE_CAP = str(64 << 20)
+# 10,000-row batches bounded by rows alone: the embedded session's default and the scoring job's setting.
+ROW_BOUNDED_ARROW = {ARROW_MAX_RECORDS: "10000", ARROW_MAX_BYTES: ARROW_BYTES_UNCHECKED}
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 
 

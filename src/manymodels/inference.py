@@ -30,13 +30,10 @@ import numpy as np
 import pandas as pd
 
 from manymodels import serialization
-from manymodels.config import ARROW_BYTES_UNCHECKED, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, project_home
+from manymodels.config import project_home
 from manymodels.router import MODELS_FILE, read_blobs, read_index, read_policy, route_predict
 from manymodels.validation import InputError, short_list
 
-# Session settings for a job that writes scores (``jobs.batch_score``; the embedded session has them already):
-# 10,000-row Arrow batches, bounded by rows only, without Spark 4's per-row byte accounting (config.ARROW_MAX_BYTES).
-SCORE_SESSION_CONF = {ARROW_MAX_RECORDS: "10000", ARROW_MAX_BYTES: ARROW_BYTES_UNCHECKED}
 SPARK_NUMERIC = {"double", "float", "bigint", "int", "smallint", "tinyint", "decimal", "boolean"}
 MLFLOW_NUMERIC = {"double", "float", "long", "integer", "boolean"}
 
@@ -279,8 +276,8 @@ def resolve_single_model(model, feature_cols=None) -> SingleModel:
     if len(set(classes)) < len(classes):
         raise InputError(f"The classes of model {version or type(obj).__name__} are not distinct as text "
                          f"({short_list(list(classes), 12)}): probabilities are named by class. Use distinct labels.")
-    return SingleModel(blob, sha, features, task, version or f"sha256:{sha[:12]}", types or {c: "double" for c in names},
-                       classes)
+    return SingleModel(blob, sha, features, task, version or f"sha256:{sha[:12]}",
+                       types or {c: "double" for c in names}, classes)
 
 
 def _is_classifier(obj) -> bool:
@@ -342,6 +339,7 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
     features = list(model.feature_cols)
     is_sklearn = hasattr(est, "fit")  # MLflow pyfunc wrappers want a DataFrame
     named = getattr(est, "feature_names_in_", None) is not None
+    classes = pa.array(model.classes, type=pa.string())
     with threadpool_limits(threads):  # one task per core: native thread pools would oversubscribe them
         for group in coalesced(batches, len(features)):
             table = pa.Table.from_batches(group)
@@ -350,7 +348,6 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
             n = table.num_rows
             if model.classes:
                 proba = np.asarray(est.predict_proba(X), dtype="float64")
-                classes = pa.array(model.classes, type=pa.string())
                 out["prediction"] = classes.take(pa.array(proba.argmax(axis=1).astype(np.int32)))
                 out["probabilities"] = pa.StructArray.from_arrays(
                     [pa.array(proba[:, j], type=pa.float64()) for j in range(len(model.classes))],

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels import data, serialization
-from manymodels.config import PanelSpec, project_home
+from manymodels.config import ROW_BOUNDED_ARROW, PanelSpec, project_home
 from manymodels.validation import InputError, check_estimator, check_path, parse_bool
 
 
@@ -219,7 +219,7 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     for input already clustered by group (one file or partition per group); ``model_cache_mb``: the bound on
     the models each Python worker keeps loaded (empty: ``$MANYMODELS_MODEL_CACHE_MB`` or 1024); see
     ``inference.score_per_group``."""
-    from manymodels.inference import SCORE_SESSION_CONF, score_per_group
+    from manymodels.inference import score_per_group
     from manymodels.tracking import configure, model_name as full_name
     from manymodels.training import _session_conf
 
@@ -235,7 +235,7 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     uri = f"models:/{full_name(model_name)}@{alias}"
     scored = score_per_group(df, uri, passthrough_cols=keep, shuffle=shuffled, model_cache_mb=cache_mb)
     output = output_table or str(project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name))
-    with _session_conf(spark, SCORE_SESSION_CONF):
+    with _session_conf(spark, ROW_BOUNDED_ARROW):  # as the embedded session has it (config.ARROW_MAX_BYTES)
         if "/" in output:
             scored.write.mode("overwrite").parquet(output)
         else:

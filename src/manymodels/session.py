@@ -11,15 +11,13 @@ import os
 import re
 import sys
 
-from manymodels.config import (ARROW_BYTES_UNCHECKED, ARROW_ENABLED, ARROW_MAX_BYTES, ARROW_MAX_RECORDS,
-                               SHUFFLE_PARTITIONS, on_databricks)
+from manymodels.config import ARROW_ENABLED, ROW_BOUNDED_ARROW, SHUFFLE_PARTITIONS, on_databricks
 
 # Python workers must run this interpreter, or they cannot import pandas or manymodels.
 PYTHON_CONF = "spark.pyspark.python"
 LOCAL_DEFAULTS = {
     ARROW_ENABLED: "true",
-    ARROW_MAX_RECORDS: "10000",
-    ARROW_MAX_BYTES: ARROW_BYTES_UNCHECKED,  # batches bounded by rows only (see config.ARROW_MAX_BYTES)
+    **ROW_BOUNDED_ARROW,  # 10,000-row batches bounded by rows only (see config.ARROW_MAX_BYTES)
     "spark.sql.execution.pyspark.udf.faulthandler.enabled": "true",
     "spark.python.worker.faulthandler.enabled": "true",
     "spark.driver.memory": "4g",
