@@ -213,3 +213,26 @@ def test_extra_feature_and_unknown_alias_are_refused(spark, classifier, trained,
     with pytest.raises(InputError, match=r"lacks feature column\(s\) 'x1'"):
         score_per_group(spark.createDataFrame(data.drop(columns=["x1"])), "models:/score_router@champion",
                         staging_dir=str(tmp_path))
+
+
+def test_scoring_workers_freeze_their_imports(spark, classifier):
+    """A Python worker that scored has frozen its long-lived objects (worker_process.freeze_imports): the
+    collections after every task skip them. The driver, which scored nothing itself, froze nothing."""
+    import gc
+
+    model, frame = classifier
+    before = gc.get_freeze_count()
+    out = score_single(spark.createDataFrame(frame).repartition(2), model).toPandas()
+    assert len(out) == len(frame)
+
+    def probe(batches):
+        from manymodels import worker_process
+
+        for _ in batches:
+            pass
+        yield pd.DataFrame({"frozen": [gc.get_freeze_count()], "in_task": [worker_process.in_spark_task()]})
+
+    workers = spark.range(0, 2, 1, 2).mapInPandas(probe, "frozen long, in_task boolean").toPandas()
+    assert workers["in_task"].all()
+    assert (workers["frozen"] > 0).any(), workers  # reused workers that scored keep their freeze
+    assert gc.get_freeze_count() == before

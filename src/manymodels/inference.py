@@ -33,6 +33,7 @@ from manymodels import serialization
 from manymodels.config import project_home
 from manymodels.router import MODELS_FILE, read_blobs, read_index, read_policy, route_predict
 from manymodels.validation import InputError, short_list
+from manymodels.worker_process import freeze_imports, native_threads
 
 SPARK_NUMERIC = {"double", "float", "bigint", "int", "smallint", "tinyint", "decimal", "boolean"}
 MLFLOW_NUMERIC = {"double", "float", "long", "integer", "boolean"}
@@ -163,6 +164,7 @@ def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels,
     if cache_bytes is not None:
         serialization.MODEL_CACHE.limit(cache_bytes)
     seen = serialization.MODEL_CACHE.loads
+    freeze_imports()  # the worker's modules and models: out of later garbage collections (worker_process.py)
     for batch in batches:
         if not len(batch):
             continue
@@ -333,14 +335,14 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
     Consecutive batches are scored together (``coalesced``). The constant ``model_version`` column is added by
     Spark (``score_single``), not here."""
     import pyarrow as pa
-    from threadpoolctl import threadpool_limits
 
     est = serialization.MODEL_CACHE.get(model.blob, model.sha256, where=f"model {model.version}")
+    freeze_imports()  # after the load, which imports the model's modules (worker_process.py)
     features = list(model.feature_cols)
     is_sklearn = hasattr(est, "fit")  # MLflow pyfunc wrappers want a DataFrame
     named = getattr(est, "feature_names_in_", None) is not None
     classes = pa.array(model.classes, type=pa.string())
-    with threadpool_limits(threads):  # one task per core: native thread pools would oversubscribe them
+    with native_threads(threads):  # one task per core: native thread pools would oversubscribe them
         for group in coalesced(batches, len(features)):
             table = pa.Table.from_batches(group)
             X = _features(table, features, as_frame=named or not is_sklearn)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
@@ -196,30 +195,13 @@ def read_blobs(path: str | Path, entries: list[dict]) -> dict[str, bytes]:
     return out
 
 
-class GroupRouter(mlflow.pyfunc.PythonModel):
-    """Pyfunc that dispatches each row to its group's model (see the module docstring)."""
+def __getattr__(name: str):
+    """``GroupRouter`` lives in ``router_pyfunc`` (it subclasses MLflow's ``PythonModel``), so that the Python
+    workers that score with the packed store never import mlflow: its ~140,000 objects made every task's
+    garbage collection several times longer. Routers registered before the move pickled the class as
+    ``manymodels.router.GroupRouter`` and still load through this name."""
+    if name == "GroupRouter":
+        from manymodels.router_pyfunc import GroupRouter
 
-    def __init__(self, key_cols, feature_cols, training_run_id: str, pass_dataframe: bool = False):
-        self.key_cols = list(key_cols)
-        self.feature_cols = list(feature_cols)
-        self.training_run_id = training_run_id
-        self.pass_dataframe = pass_dataframe
-        self._root: Path | None = None
-        self._index: dict | None = None
-        self._policy: LoadPolicy | None = None
-
-    def load_context(self, context):
-        self._root = Path(context.artifacts["group_models"])
-        self._index = read_index(self._root / MODELS_FILE)
-        self._policy = read_policy(self._root / MODELS_FILE)
-
-    def _load_blobs(self, entries: list[dict]) -> dict[str, bytes]:
-        return read_blobs(self._root / MODELS_FILE, entries)
-
-    def predict(self, context, model_input, params=None):
-        if self._index is None:
-            self.load_context(context)
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return route_predict(frame, key_cols=self.key_cols, feature_cols=self.feature_cols, index=self._index,
-                             load_blobs=self._load_blobs, run_label=f"training run {self.training_run_id}",
-                             pass_dataframe=self.pass_dataframe, policy=getattr(self, "_policy", None))
+        return GroupRouter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -250,7 +250,7 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
     from mlflow import MlflowClient
 
     import manymodels
-    from manymodels.router import GroupRouter
+    from manymodels.router_pyfunc import GroupRouter
 
     client = MlflowClient()
     name = model_name(name)
