@@ -1,4 +1,6 @@
-"""The registered router model: one MLflow pyfunc per training run that predicts each row with its group's model.
+"""The registered router model's store and routing: one MLflow pyfunc per training run (``router_pyfunc.GroupRouter``)
+predicts each row with its group's model; this module, which never imports mlflow, does the work for it and for
+the Python workers of ``inference.score_per_group``.
 
 Its artifact is one Parquet file (``models.parquet``: canonical key, status, error, SHA-256, library
 versions, model format, model bytes) written in row groups of ``ROW_GROUP`` models, so that logging copies
