@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench install java chromium clean
+.PHONY: run test test-deep bench install java chromium clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ run: install java
 
 test: install java chromium
 	$(BIN)/python -m pytest -q -ra
+
+# The property tier (tests/property) with ten times the generated examples, random instead of derandomized.
+test-deep: install java
+	MM_HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -ra tests/property
 
 bench: install java
 	$(BIN)/python bench/bench_many_models.py

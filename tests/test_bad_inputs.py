@@ -347,6 +347,72 @@ CASES = [
 ]
 
 
+def _renamed(env, **names):
+    return env.rows.rename(columns=names)
+
+
+def _case_twin(env):
+    return env.rows.assign(X1=env.rows["x1"] * 2)
+
+
+def _with_column(env, name):
+    return env.rows.assign(**{name: 1.0})
+
+
+def _reserved_key(name):
+    return Case(f"train-key-named-{name}", "training",
+                lambda e: train(e, _renamed(e, store=name), group_cols=[name, "item"]),
+                (f"'{name}'", "name of a column manymodels writes", "withColumnRenamed"))
+
+
+def _score_clash(name, single=False):
+    def run(e):
+        frame = e.sdf(_with_column(e, name))
+        if single:
+            return score_single(frame, e.single, feature_cols=FEATURES, passthrough_cols=[name])
+        return score_per_group(frame, f"models:/{ROUTER}@champion", passthrough_cols=[name])
+    return Case(f"score{'-single' if single else ''}-passthrough-named-{name}", "scoring", run,
+                (repr(name), "name of a column scoring adds", "withColumnRenamed"))
+
+
+# Found by the property tier (tests/property): names that clash with manymodels' own columns, names that differ
+# only in case, and limits that take no NaN.
+CASES += [
+    *(_reserved_key(n) for n in ("status", "Status", "prediction", "count", "MODEL_VERSION", "error", "model")),
+    Case("train-internal-prefix-column", "training",
+         lambda e: train(e, _renamed(e, x1="_mm_bin"), feature_cols=["x0", "_mm_bin", "x2"]),
+         ("'_mm_bin'", "'_mm_'", "rename")),
+    Case("train-columns-differ-only-in-case", "training", lambda e: train(e, e.sdf(_case_twin(e))),
+         ("'x1', 'X1'", "differ only in case", "rename or drop")),
+    Case("train-feature-is-label", "training", lambda e: train(e, feature_cols=["x0", "y"]),
+         ("'y'", "one role only", "drop them from feature_cols")),
+    Case("train-max-model-bytes-zero", "training", lambda e: train(e, max_model_bytes=0), ("max_model_bytes",)),
+    Case("train-max-model-bytes-over-arrow", "training", lambda e: train(e, max_model_bytes=3 << 30),
+         ("max_model_bytes",)),
+    Case("train-max-fit-seconds-negative", "training", lambda e: train(e, max_fit_seconds=-1),
+         ("max_fit_seconds",)),
+    Case("train-max-fit-seconds-nan", "training", lambda e: train(e, max_fit_seconds=float("nan")),
+         ("max_fit_seconds",)),
+    Case("train-holdout-fraction-one", "training", lambda e: train(e, holdout_fraction=1.0),
+         ("holdout_fraction=1.0", "[0, 1)")),
+    Case("train-failure-policy-typo", "training", lambda e: train(e, failure_policy="recrod"),
+         ("failure_policy='recrod'", "'record'")),
+    Case("train-unknown-setting", "training", lambda e: train(e, min_row=5), ("'min_row'", "expected one of")),
+    Case("train-estimator-class-not-instance", "training", lambda e: train(e, estimator=LinearRegression),
+         ("class LinearRegression", "LinearRegression()")),
+    Case("train-no-group-cols", "training", lambda e: train(e, group_cols=[]), ("group_cols is empty",)),
+    Case("train-missing-label", "training", lambda e: train(e, label_col="target"),
+         ("'target'", "Missing input column", "Fix the column names")),
+    Case("search-per-group-key-named-status", "tuning",
+         lambda e: search_per_group(e.sdf(_renamed(e, store="status")), group_cols=["status", "item"],
+                                    label_col="y", feature_cols=FEATURES, estimator=Ridge(),
+                                    param_grid={"alpha": [1.0]}, cv=3, location=e.table_location),
+         ("'status'", "name of a column manymodels writes")),
+    *(_score_clash(n) for n in ("prediction", "Status", "model_version", "error")),
+    *(_score_clash(n, single=True) for n in ("prediction", "STATUS")),
+]
+
+
 def notebook(name: str, **environ):
     """Run a notebook in this process as the local runner does, with MM_<WIDGET> parameters."""
     old = {k: os.environ.get(k) for k in environ}
@@ -386,7 +452,7 @@ def test_bad_input(case: Case, env: Env, capsys):
 def test_catalogue_covers_every_area_and_the_required_inputs():
     areas = {c.area for c in CASES}
     assert areas == {"training", "tuning", "ensemble", "scoring", "job parameters"}
-    assert len(CASES) >= 15 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
     required = ("null-key", "duplicate-feature", "string-feature", "infinite-feature", "continuous-label",
                 "one-row-group", "param-grid-typo", "unknown-alias", "missing-feature", "not-a-number")
     assert all(any(r in c.id for c in CASES) for r in required)

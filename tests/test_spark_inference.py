@@ -188,7 +188,7 @@ def test_single_model_output_schema_follows_the_model(spark, classifier):
     assert [(f.name, f.dataType.simpleString()) for f in proba.fields] == [("no", "double"), ("yes", "double")]
     ridge = RidgeClassifier().fit(X, model.predict(X))  # a classifier without predict_proba: no probabilities
     got = score_single(df, ridge).toPandas()
-    assert list(got.columns) == ["prediction", "model_version"]
+    assert list(got.columns) == ["prediction", "status", "error", "model_version"]
     assert got["prediction"].tolist() == ridge.predict(X).tolist()
 
 

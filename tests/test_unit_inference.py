@@ -44,7 +44,8 @@ def test_single_model_body_scores_coalesced_batches_like_one_predict(monkeypatch
     resolved = resolve_single_model(model)
     out = pa.Table.from_batches(list(score_single_batches(iter(batches_of(frame, [40, 40, 0, 100, 120])),
                                                           model=resolved, passthrough=("id",))))
-    assert out.column_names == ["id", "prediction", "probabilities"] and out.num_rows == 300
+    assert out.column_names == ["id", "prediction", "probabilities", "status", "error"] and out.num_rows == 300
+    assert set(out.column("status").to_pylist()) == {"ok"} and out.column("error").null_count == 300
     assert out.column("id").to_pylist() == list(range(300))
     assert out.column("prediction").to_pylist() == model.predict(X).tolist()
     assert out.schema.field("probabilities").type == pa.struct([("down", pa.float64()), ("up", pa.float64())])
@@ -61,7 +62,7 @@ def test_single_model_body_regression_and_non_float_features(monkeypatch):
     resolved = resolve_single_model(model, feature_cols=FEATURES)
     out = pa.Table.from_batches(list(score_single_batches(iter(batches_of(frame, [25] * 4)), model=resolved,
                                                           passthrough=())))
-    assert out.column_names == ["prediction"]
+    assert out.column_names == ["prediction", "status", "error"]
     np.testing.assert_allclose(out.column("prediction").to_numpy(), model.predict(frame[FEATURES].to_numpy()))
 
 
@@ -72,7 +73,7 @@ def test_classifier_without_probabilities_gives_predictions_only():
     resolved = resolve_single_model(model)
     assert resolved.task == "classification" and resolved.classes == ()
     out = pa.Table.from_batches(list(score_single_batches(iter(batches_of(X, [80])), model=resolved, passthrough=())))
-    assert out.column_names == ["prediction"]
+    assert out.column_names == ["prediction", "status", "error"]
     assert out.column("prediction").to_pylist() == [str(v) for v in model.predict(X)]
 
 

@@ -73,15 +73,16 @@ def test_models_dropped_by_the_cache_bound_mid_batch_are_fetched_again(monkeypat
 
 def test_a_nan_feature_keeps_scikit_learns_own_check():
     """The batch's one NaN/inf scan lets finite batches skip the per-group scans; a batch with a NaN keeps
-    them, so a model that refuses NaN still says so instead of predicting from it."""
+    them, so a model that refuses NaN still says so (on that row) instead of predicting from it."""
     MODEL_CACHE.clear()
     index, blobs = make_index()
     df = pd.DataFrame({"a": [1, 1], "x": [0.0, 1.0]})
     out = route_predict(df, key_cols=["a"], feature_cols=["x"], index=index, load_blobs=loader(blobs))
     assert out["prediction"].tolist() == pytest.approx([1.0, 3.0])
-    with pytest.raises(ValueError, match="NaN"):
-        route_predict(df.assign(x=[0.0, np.nan]), key_cols=["a"], feature_cols=["x"], index=index,
-                      load_blobs=loader(blobs))
+    out = route_predict(df.assign(x=[0.0, np.nan]), key_cols=["a"], feature_cols=["x"], index=index,
+                        load_blobs=loader(blobs))
+    assert out["status"].tolist() == ["ok", router.PREDICT_FAILED] and np.isnan(out["prediction"].iloc[1])
+    assert "ValueError" in out["error"].iloc[1] and "NaN" in out["error"].iloc[1]
 
 
 def test_tampered_model_is_refused():

@@ -25,6 +25,9 @@ ARROW_BYTE_CAP = str(64 << 20)
 # 10,000-row batches bounded by rows alone: the embedded session's default and the scoring job's setting.
 ROW_BOUNDED_ARROW = {ARROW_MAX_RECORDS: "10000", ARROW_MAX_BYTES: ARROW_BYTES_UNCHECKED}
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+# Arrow's binary arrays have 32-bit offsets: a model blob crossing from the Python worker to the JVM must stay below
+# 2 GiB; 1 MiB is left for the rest of its row. ``TrainSpec.max_model_bytes`` may not exceed it.
+MODEL_BYTES_CEILING = (2 << 30) - (1 << 20)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class TrainSpec:
     sampled_from: tuple = ()  # set by the planner: ((canonical key, input rows), ...) of subsampled groups
     model_format: str = "pickle5"  # or "skops": no code runs at load, only trusted types (serialization.py)
     trusted_types: tuple[str, ...] = ()  # skops: types trusted beyond serialization.DEFAULT_TRUSTED_TYPES
+    max_model_bytes: int = 512 << 20  # a group whose serialized model is larger is failed (at most MODEL_BYTES_CEILING)
+    max_fit_seconds: float | None = None  # a group whose fit runs longer is failed (fitting.fit_time_limit); None: off
 
     def __post_init__(self) -> None:
         # Accept lists from callers; store tuples so the spec is hashable and immutable.

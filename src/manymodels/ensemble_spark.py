@@ -28,6 +28,8 @@ from manymodels.ensemble import (COMBINES, FoldEnsembleClassifier, _meta_view, f
                                  member_outputs, member_seed, oof_sums, row_hashes, stack_features, stack_width, used_mask)
 from manymodels.fitting import _task_attempt
 from manymodels.planning import partition_labels
+from manymodels.schemas import quoted
+from manymodels.session import col, cols, map_in_pandas
 from manymodels.validation import NUMERIC_SPARK_TYPES, InputError, short_list
 
 HASH_COL, FOLD_COL, MEMBER_COL, PART_COL, KIND_COL = "_mm_hash", "_mm_fold", "_mm_member", "_mm_part", "_mm_kind"
@@ -79,12 +81,12 @@ def label_summary(df, label_col: str, classifier: bool, feature_cols=()) -> tupl
 
     inf = nonfinite_aggregate(df, [*feature_cols, label_col])
     if not classifier:
-        row = df.agg(F.count(F.lit(1)).alias("n"), F.count(label_col).alias("labelled"), *inf).collect()[0]
+        row = df.agg(F.count(F.lit(1)).alias("n"), F.count(col(label_col)).alias("labelled"), *inf).collect()[0]
         n, labelled = int(row["n"]), int(row["labelled"])
         n_inf = int(row[NONFINITE_COL] or 0) if inf else 0
         counts = None
     else:
-        counts = df.groupBy(label_col).agg(F.count(F.lit(1)).alias("count"), *inf).limit(MAX_CLASSES + 2).toPandas()
+        counts = df.groupBy(col(label_col)).agg(F.count(F.lit(1)).alias("count"), *inf).limit(MAX_CLASSES + 2).toPandas()
         n = int(counts["count"].sum())
         labelled = int(counts.loc[counts[label_col].notna(), "count"].sum())
         n_inf = int(counts[NONFINITE_COL].sum()) if inf else 0
@@ -228,11 +230,10 @@ def fit_spark(ensemble, df, *, label_col, feature_cols=None):
         raise InputError(f"n_members={K} needs at least {2 * K} rows (a few per member); the input has {n_rows}. "
                          "Use fewer members or more rows.")
     template = ensemble.__class__(**ensemble.get_params(deep=False))  # what the executors need, nothing fitted
-    data = df.select(*feature_cols, label_col)
+    data = df.select(*cols([*feature_cols, label_col]))
     start = time.perf_counter()
-    hashed = data.mapInPandas(partial(add_folds, feature_cols=feature_cols, label_col=label_col, seed=seed,
-                                      n_members=K),
-                              schema=_schema_plus(data, f"`{HASH_COL}` bigint, `{FOLD_COL}` int"))
+    hashed = map_in_pandas(data, partial(add_folds, feature_cols=feature_cols, label_col=label_col, seed=seed,
+                                         n_members=K), _schema_plus(data, f"`{HASH_COL}` bigint, `{FOLD_COL}` int"))
     if ensemble.sampling == "disjoint":
         routed = hashed.withColumn(MEMBER_COL, F.col(FOLD_COL))
     else:  # each row trains the K-1 members whose left-out fold is not its own
@@ -240,8 +241,8 @@ def fit_spark(ensemble, df, *, label_col, feature_cols=None):
         routed = hashed.withColumn(MEMBER_COL, F.explode(F.filter(members, lambda m: m != F.col(FOLD_COL))))
     labels = F.array(*[F.lit(int(v)) for v in partition_labels(K)])
     routed = routed.withColumn(PART_COL, F.element_at(labels, F.col(MEMBER_COL) + 1)).repartition(K, PART_COL)
-    trained = routed.mapInPandas(partial(fit_members, ensemble=template, feature_cols=feature_cols,
-                                         label_col=label_col), schema=MEMBER_SCHEMA)
+    trained = map_in_pandas(routed, partial(fit_members, ensemble=template, feature_cols=feature_cols,
+                                            label_col=label_col), MEMBER_SCHEMA)
     with _session_conf(df.sparkSession, {ARROW_MAX_RECORDS: str(MEMBER_ARROW_BATCH_ROWS),
                                           ARROW_MAX_BYTES: ARROW_BYTE_CAP}):
         rows = trained.toPandas().sort_values("member").reset_index(drop=True)
@@ -262,9 +263,9 @@ def fit_spark(ensemble, df, *, label_col, feature_cols=None):
     oof_schema = _oof_schema(data, label_col, _meta_width(ensemble, classes) if stacking else 0,
                              K * _n_sums(classes))
     fraction = ensemble.meta_fraction(n_rows)
-    out = data.mapInPandas(partial(oof_pass, ensemble=template, blobs=blobs, feature_cols=feature_cols,
-                                   label_col=label_col, classes=classes, meta_fraction=fraction, stacking=stacking),
-                           schema=oof_schema).toPandas()
+    out = map_in_pandas(data, partial(oof_pass, ensemble=template, blobs=blobs, feature_cols=feature_cols,
+                                      label_col=label_col, classes=classes, meta_fraction=fraction,
+                                      stacking=stacking), oof_schema).toPandas()
     n_meta = _meta_width(ensemble, classes) if stacking else 0
     sums = out.loc[out[KIND_COL] == "sums", _cols("s", K * _n_sums(classes))].to_numpy(dtype=np.float64).sum(axis=0)
     meta_rows = None
@@ -287,13 +288,13 @@ def fit_spark(ensemble, df, *, label_col, feature_cols=None):
 
 
 def _schema_plus(df, extra_ddl: str) -> str:
-    cols = [f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema.fields]
-    return ", ".join(cols + [extra_ddl])
+    fields = [f"{quoted(f.name)} {f.dataType.simpleString()}" for f in df.schema.fields]
+    return ", ".join(fields + [extra_ddl])
 
 
 def _oof_schema(data, label_col: str, n_features: int, n_sums: int) -> str:
     label_type = next(f.dataType.simpleString() for f in data.schema.fields if f.name == label_col)
-    cols = [f"`{KIND_COL}` string", f"`{HASH_COL}` bigint", f"`{label_col}` {label_type}"]
+    cols = [f"`{KIND_COL}` string", f"`{HASH_COL}` bigint", f"{quoted(label_col)} {label_type}"]
     cols += [f"`{c}` double" for c in _cols("f", n_features) + _cols("s", n_sums)]
     return ", ".join(cols)
 

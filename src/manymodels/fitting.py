@@ -7,16 +7,19 @@ same over an iterator of Arrow batches (the ``mapInPandas`` contract), carrying 
 spans two batches over to the next one.
 
 Failing groups: with ``failure_policy="record"`` the row has ``status="failed"`` and the error
-with a traceback tail; with ``"raise"`` a ``GroupFitError`` naming the group is raised. Groups
+with a traceback tail; with ``"raise"`` a ``GroupFitError`` naming the group is raised. A fit running
+past ``max_fit_seconds`` or a model serializing to more than ``max_model_bytes`` is such a failure. Groups
 with fewer usable rows than ``min_rows`` (or only null labels) are ``skipped`` with the reason.
 """
 from __future__ import annotations
 
 import json
 import pickle
+import signal
+import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import numpy as np
@@ -43,6 +46,69 @@ TRACEBACK_LINES = 12
 
 class GroupFitError(RuntimeError):
     """Raised under ``failure_policy="raise"``; the message names the group."""
+
+
+class FitTimeout(BaseException):
+    """A fit ran past ``max_fit_seconds``. A ``BaseException`` so that an estimator catching ``Exception`` around
+    its inner fits (a search with ``error_score``, say) cannot swallow it and run on without a limit."""
+
+
+class ModelTooLarge(RuntimeError):
+    """A fitted model's serialized bytes exceed ``max_model_bytes``."""
+
+
+_NO_LIMIT = nullcontext()  # what a fit runs in without max_fit_seconds: a generator per group costs more
+
+
+def _timeout_message(where: str, seconds: float, elapsed: float, interrupted: bool) -> str:
+    how = ("interrupted" if interrupted else
+           "finished but was over the limit (a fit outside the main thread, or one long native call, cannot be "
+           "interrupted: it is caught when it returns)")
+    return (f"fit of group {where} ran past max_fit_seconds={seconds:g} ({how} after {elapsed:.1f} s): not trained. "
+            "Fix: raise max_fit_seconds (None for no limit), make the fit cheaper (fewer iterations or estimators, "
+            "a smaller max_depth), or subsample the group.")
+
+
+@contextmanager
+def fit_time_limit(seconds: float | None, where: str):
+    """Raise ``FitTimeout`` when the body runs past ``seconds`` (``None``: no limit).
+
+    In the main thread (where Spark's Python worker runs a pandas UDF) a SIGALRM interrupts the body as soon as it
+    runs Python bytecode again: most scikit-learn fits do between stages, trees or solver iterations, but one long
+    native call is caught only when it returns, and threads started by the fit (``n_jobs``) are not stopped.
+    Elsewhere signals are unavailable and the elapsed time is checked after the body. The previous handler and
+    timer are always restored, so the alarm never reaches the next group or other code.
+    """
+    if seconds is None:
+        yield
+        return
+    start = time.perf_counter()
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+    else:
+        def _alarm(signum, frame):
+            raise FitTimeout(_timeout_message(where, seconds, time.perf_counter() - start, True))
+
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        outer, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if outer:  # someone else's timer was running: give it back what is left of it
+                signal.setitimer(signal.ITIMER_REAL, max(outer - (time.perf_counter() - start), 1e-3), interval)
+    elapsed = time.perf_counter() - start
+    if elapsed > seconds:  # no signal, or an alarm the estimator swallowed
+        raise FitTimeout(_timeout_message(where, seconds, elapsed, False))
+
+
+def check_model_size(blob: bytes, spec: TrainSpec, key: tuple) -> None:
+    if len(blob) > spec.max_model_bytes:
+        raise ModelTooLarge(
+            f"the model of group {key_text(spec.group_cols, key)} is {len(blob)} bytes serialized, above max_model_bytes={spec.max_model_bytes}: "
+            "not kept. Fix: raise max_model_bytes (at most 2 GiB - 1 MiB), or fit a smaller model (e.g. fewer trees, "
+            "a smaller max_depth or more min_samples_leaf).")
 
 
 def task_of(spec: TrainSpec) -> str:
@@ -241,7 +307,8 @@ def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, at
     usable = ~pd.isna(y)
     n_usable = int(usable.sum())
     if n_usable == 0:
-        row.update(status=STATUS_SKIPPED, error=f"all {len(y)} labels in column '{spec.label_col}' are null")
+        row.update(status=STATUS_SKIPPED, error=f"all {len(y)} labels in column '{spec.label_col}' are null in group "
+                                                f"{key_text(spec.group_cols, key)}: not trained")
         return row
     if n_usable < spec.min_rows:
         row.update(status=STATUS_SKIPPED,
@@ -261,17 +328,22 @@ def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, at
         start = time.perf_counter()
         template = _Template.of(spec.estimator)
         model = template.model(seed)
-        model.fit(_rows(X, train) if len(holdout) else X, y[train] if len(holdout) else y)
+        seconds = spec.max_fit_seconds
+        with _NO_LIMIT if seconds is None else fit_time_limit(seconds, key_text(spec.group_cols, key)):
+            model.fit(_rows(X, train) if len(holdout) else X, y[train] if len(holdout) else y)
         row["fit_seconds"] = time.perf_counter() - start
         row.update(_metrics(task_of(spec), model, X, y, train, holdout))
         blob = serialization.dumps(model, spec.model_format, serialization.trusted_types(spec.trusted_types))
-    except Exception as exc:  # noqa: BLE001 - the policy decides what a failure does
+        check_model_size(blob, spec, key)
+    except (Exception, FitTimeout) as exc:  # noqa: BLE001 - the policy decides what a failure does
+        if isinstance(exc, FitTimeout):
+            row["fit_seconds"] = time.perf_counter() - start  # how long it ran before it was stopped
         where = key_text(spec.group_cols, key)
         if spec.failure_policy == "raise":
             raise GroupFitError(f"Training failed for group {where}: {type(exc).__name__}: {exc}. "
                                 "Use failure_policy='record' to record failures and train the other groups.") from exc
         tail = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
-        row.update(status=STATUS_FAILED, error=f"{type(exc).__name__}: {exc}\n{tail}")
+        row.update(status=STATUS_FAILED, error=f"{type(exc).__name__} in group {where}: {exc}\n{tail}")
         return row
     row.update(status=STATUS_OK, n_train=len(train), n_holdout=len(holdout), params=template.params_json(model, seed),
                model=blob, model_sha256=serialization.sha256(blob))
@@ -287,12 +359,23 @@ def group_bounds(pdf: pd.DataFrame, key_cols: tuple[str, ...]) -> list[tuple[tup
     change[0] = True
     for col in key_cols:
         values = pdf[col].to_numpy()
-        change[1:] |= values[1:] != values[:-1]
+        differs = values[1:] != values[:-1]
+        if values.dtype.kind in "fc":  # NaN keys are one group in Spark: NaN next to NaN is no change
+            differs &= ~(np.isnan(values[1:]) & np.isnan(values[:-1]))
+        change[1:] |= differs
     starts = np.flatnonzero(change)
     stops = np.append(starts[1:], n)
-    cols = [pdf[c].to_numpy() for c in key_cols]
+    cols = [_key_values(pdf[c]) for c in key_cols]
     return [(tuple(c[s].item() if hasattr(c[s], "item") else c[s] for c in cols), int(s), int(e))
             for s, e in zip(starts, stops)]
+
+
+def _key_values(column: pd.Series) -> np.ndarray:
+    """A key column as an array whose items are the key values: timestamps as ``pd.Timestamp`` objects, since
+    numpy's ``.item()`` turns a nanosecond datetime64 into an integer that Arrow then reads as microseconds."""
+    if column.dtype.kind in "mM":
+        return column.astype(object).to_numpy()
+    return column.to_numpy()
 
 
 def rows_to_frame(rows: list[dict], key_cols: tuple[str, ...]) -> pd.DataFrame:
@@ -325,6 +408,25 @@ def fit_stream(batches: Iterator[pd.DataFrame], *, spec: TrainSpec) -> Iterator[
         carry = batch.iloc[last_start:]
         complete = batch.iloc[:last_start]
         if len(complete):
-            yield fit_packed(complete, spec=spec)
+            yield from by_model_bytes(fit_packed(complete, spec=spec))
     if carry is not None and len(carry):
-        yield fit_packed(carry, spec=spec)
+        yield from by_model_bytes(fit_packed(carry, spec=spec))
+
+
+OUTPUT_MODEL_BYTES = 1 << 30  # model bytes per returned frame: one Arrow binary array holds less than 2 GiB
+
+
+def by_model_bytes(frame: pd.DataFrame, limit: int = OUTPUT_MODEL_BYTES) -> Iterator[pd.DataFrame]:
+    """``frame`` in row slices whose model bytes stay under ``limit`` (each slice becomes one Arrow batch), so
+    that several large models of one batch never overflow Spark's transfer of the rows."""
+    sizes = frame["model"].map(lambda b: 0 if b is None else len(b)).to_numpy() if len(frame) else np.zeros(0)
+    if sizes.sum() <= limit:
+        yield frame
+        return
+    start, total = 0, 0
+    for i, n in enumerate(sizes):
+        if total + n > limit and i > start:
+            yield frame.iloc[start:i]
+            start, total = i, 0
+        total += n
+    yield frame.iloc[start:]

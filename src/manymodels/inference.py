@@ -11,9 +11,11 @@ path they can see, and a single model travels as bytes inside the UDF (its SHA-2
 Output columns: the key columns (per group), the pass-through columns, ``prediction``,
 ``probabilities`` (classifiers: per group a ``map<string,double>`` class -> probability, since the groups' models
 may know different classes; with one model a struct with one double field per class, named by the class, so a
-class is a plain column, ``probabilities.yes``), ``status`` / ``error`` (per group:
-``ok``, ``unknown_group``, the group's training status, or ``refused`` when its stored model fails the
-checksum or the trusted types, the error naming group and run; never a failed job) and ``model_version``.
+class is a plain column, ``probabilities.yes``), ``status`` / ``error`` (``ok`` with a null error;
+``predict_failed`` when the model raised on that row: its prediction is null and the error names the group
+and run, or the model version, and the exception, while the other rows still score; per group also
+``unknown_group``, the group's training status, or ``refused`` when its stored model fails the checksum or
+the trusted types; never a failed job) and ``model_version``.
 A library-version mismatch between training and scoring warns (``RuntimeWarning``, in the worker's log).
 """
 from __future__ import annotations
@@ -31,7 +33,10 @@ import pandas as pd
 
 from manymodels import serialization
 from manymodels.config import project_home
-from manymodels.router import MODELS_FILE, read_blobs, read_index, read_policy, route_predict
+from manymodels.router import (MODELS_FILE, PREDICT_FAILED, predict_error, predict_isolated, read_blobs,
+                               read_index, read_policy, route_predict, rows_of)
+from manymodels.schemas import quoted
+from manymodels.session import cols, map_in_pandas
 from manymodels.validation import InputError, short_list
 from manymodels.worker_process import freeze_imports, native_threads
 
@@ -50,6 +55,7 @@ class GroupModels:
     version: str  # e.g. "manymodels_router/3" or the training run id
     run_label: str
     feature_types: dict = field(default_factory=dict)  # column -> MLflow type from the signature
+    pass_dataframe: bool = False  # the models were trained on a DataFrame with the feature names
 
 
 # ---------------------------------------------------------------- driver-side checks (pure)
@@ -129,7 +135,8 @@ def _from_model_table(spark, table, staging_dir: str | None) -> GroupModels:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
     return GroupModels(str(folder), tuple(keys), tuple(table.spec.feature_cols), table.extra.get("task", "regression"),
-                       table.training_run_id, f"training run {table.training_run_id}")
+                       table.training_run_id, f"training run {table.training_run_id}",
+                       pass_dataframe=table.spec.pass_dataframe)
 
 
 # ---------------------------------------------------------------- per-group: the UDF (workers)
@@ -158,7 +165,8 @@ def _log_loads(folder: str | None, seen: int) -> int:
 def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels, passthrough: tuple,
                         load_log: str | None = None, cache_bytes: int | None = None) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` body: every row scored with its group's model, loaded at most once per process while
-    the worker's models fit in ``cache_bytes`` (``serialization.ModelCache``)."""
+    the worker's models fit in ``cache_bytes`` (``serialization.ModelCache``). A row its model cannot
+    predict gets ``status="predict_failed"`` (``router.route_predict``); the batch goes on."""
     store = Path(models.store) / MODELS_FILE
     index, policy = _index(models.store)
     if cache_bytes is not None:
@@ -170,7 +178,8 @@ def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels,
             continue
         out = route_predict(batch, key_cols=models.key_cols, feature_cols=models.feature_cols, index=index,
                             load_blobs=partial(read_blobs, store), run_label=models.run_label,
-                            with_proba=models.task == "classification", policy=policy)
+                            pass_dataframe=models.pass_dataframe, with_proba=models.task == "classification",
+                            policy=policy)
         seen = _log_loads(load_log, seen)
         yield _finish(out, batch, passthrough, models.version, models.task)
 
@@ -211,34 +220,51 @@ def score_per_group(df, model, *, passthrough_cols=(), staging_dir: str | None =
                    what=f"the models of {models.run_label}")
     passthrough = tuple(c for c in passthrough_cols if c not in models.key_cols)
     _check_present(types, passthrough, "Pass-through")
-    cols = list(dict.fromkeys([*models.key_cols, *models.feature_cols, *passthrough]))
+    check_output_names(models.key_cols, passthrough, models.task, per_group=True)
+    used = list(dict.fromkeys([*models.key_cols, *models.feature_cols, *passthrough]))
     schema = _output_ddl(df, models.key_cols, passthrough, models.task, per_group=True)
     body = partial(score_group_batches, models=models, passthrough=passthrough, load_log=load_log, cache_bytes=bound)
-    rows = df.select(*cols)
-    if shuffle:
-        rows = rows.repartition(*models.key_cols)  # the session's shuffle partitions (adaptive execution may merge)
-    return rows.sortWithinPartitions(*models.key_cols).mapInPandas(body, schema=schema)
+    rows = df.select(*cols(used))
+    if shuffle:  # the session's shuffle partitions (adaptive execution may merge)
+        rows = rows.repartition(*cols(models.key_cols))
+    return map_in_pandas(rows.sortWithinPartitions(*cols(models.key_cols)), body, schema)
 
 
 def _output_ddl(df, key_cols, passthrough, task: str, *, per_group: bool, version: bool = True,
                 classes: tuple = ()) -> str:
     """The output schema; per group, classifiers get a probabilities map, with one model a struct of ``classes``."""
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-    cols = [f"{_quoted(c)} {types[c]}" for c in [*key_cols, *passthrough]]
-    cols.append("`prediction` string" if task == "classification" else "`prediction` double")
+    out = [f"{quoted(c)} {types[c]}" for c in [*key_cols, *passthrough]]
+    out.append("`prediction` string" if task == "classification" else "`prediction` double")
     if task == "classification" and per_group:
-        cols.append("`probabilities` map<string,double>")
+        out.append("`probabilities` map<string,double>")
     elif classes:
-        cols.append(f"`probabilities` struct<{', '.join(f'{_quoted(c)}: double' for c in classes)}>")
-    if per_group:
-        cols += ["`status` string", "`error` string"]
+        out.append(f"`probabilities` struct<{', '.join(f'{quoted(c)}: double' for c in classes)}>")
+    out += ["`status` string", "`error` string"]
     if version:
-        cols.append("`model_version` string")
-    return ", ".join(cols)
+        out.append("`model_version` string")
+    return ", ".join(out)
 
 
-def _quoted(name: str) -> str:
-    return "`" + str(name).replace("`", "``") + "`"
+def check_output_names(key_cols, passthrough, task: str, *, per_group: bool) -> None:
+    """The columns scoring adds must not share a name with a key or pass-through column (Spark matches names
+    without case): refused on the driver, never overwritten."""
+    added = ["prediction", "status", "error", "model_version"]
+    added += ["probabilities"] if task == "classification" or not per_group else []
+    taken = {n.lower() for n in added}
+    clash = [c for c in (*key_cols, *passthrough) if c.lower() in taken]
+    if clash:
+        raise InputError(f"Pass-through or key column(s) {short_list(clash)} have the name of a column scoring adds "
+                         f"({short_list(added)}; names match without case): the output cannot hold both. Fix: "
+                         f"rename them before scoring, e.g. df.withColumnRenamed({clash[0]!r}, "
+                         f"{'input_' + clash[0]!r}), or leave them out of passthrough_cols.")
+    seen: dict[str, str] = {}
+    for c in (*key_cols, *passthrough):
+        if c.lower() in seen and seen[c.lower()] != c:
+            raise InputError(f"Output columns {seen[c.lower()]!r} and {c!r} differ only in case: Spark matches names "
+                             "without case, so the scores could not hold both. Fix: rename one, or leave it out of "
+                             "passthrough_cols.")
+        seen[c.lower()] = c
 
 
 # ---------------------------------------------------------------- one model over a large table
@@ -332,8 +358,10 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
     Arrow in, Arrow out: float64 features go to the model as one matrix without a pandas round trip, the
     pass-through columns are handed back as they came, and the probabilities are a struct of one float64
     column per class (cheaper to hand over and store than a map, whose class names repeat on every row).
-    Consecutive batches are scored together (``coalesced``). The constant ``model_version`` column is added by
-    Spark (``score_single``), not here."""
+    Consecutive batches are scored together (``coalesced``), one ``predict`` call each; when it raises, the rows
+    are bisected (``router.predict_isolated``): the failing ones get null ``prediction`` / ``probabilities``,
+    ``status="predict_failed"`` and the exception in ``error``, the others their prediction and ``status="ok"``.
+    The constant ``model_version`` column is added by Spark (``score_single``), not here."""
     import pyarrow as pa
 
     est = serialization.MODEL_CACHE.get(model.blob, model.sha256, where=f"model {model.version}")
@@ -348,18 +376,50 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
             X = _features(table, features, as_frame=named or not is_sklearn)
             out = {c: table.column(c).combine_chunks() for c in passthrough}
             n = table.num_rows
-            if model.classes:
-                proba = np.asarray(est.predict_proba(X), dtype="float64")
-                out["prediction"] = classes.take(pa.array(proba.argmax(axis=1).astype(np.int32)))
-                out["probabilities"] = pa.StructArray.from_arrays(
-                    [pa.array(proba[:, j], type=pa.float64()) for j in range(len(model.classes))],
-                    names=list(model.classes))
+            parts = predict_isolated(partial(_predict_arrow, est, X, model=model, classes=classes), n)
+            if len(parts) == 1 and parts[0][3] is None:  # the usual case: constant columns, no per-row work
+                out.update(parts[0][2], status=pa.repeat("ok", n), error=pa.nulls(n, pa.string()))
             else:
-                pred = np.asarray(est.predict(X))
-                pred = pred.reshape(n) if pred.ndim == 2 and pred.shape[1] == 1 else pred
-                out["prediction"] = _strings(pred) if model.task == "classification" \
-                    else pa.array(pred.astype("float64"), type=pa.float64())
+                out.update(_isolated_columns(parts, model))
             yield pa.RecordBatch.from_arrays(list(out.values()), names=list(out))
+
+
+def _predict_arrow(est, X, start: int, stop: int, *, model: SingleModel, classes) -> dict:
+    """``prediction`` (and ``probabilities``) of rows ``start:stop`` of ``X`` as Arrow arrays."""
+    import pyarrow as pa
+
+    X, n = rows_of(X, start, stop), stop - start
+    if model.classes:
+        proba = np.asarray(est.predict_proba(X), dtype="float64")
+        return {"prediction": classes.take(pa.array(proba.argmax(axis=1).astype(np.int32))),
+                "probabilities": pa.StructArray.from_arrays(
+                    [pa.array(proba[:, j], type=pa.float64()) for j in range(len(model.classes))],
+                    names=list(model.classes))}
+    pred = np.asarray(est.predict(X))
+    pred = pred.reshape(n) if pred.ndim == 2 and pred.shape[1] == 1 else pred
+    if len(pred) != n:  # would misalign the rows
+        raise ValueError(f"predict returned {len(pred)} values for {n} rows")
+    return {"prediction": _strings(pred) if model.task == "classification"
+            else pa.array(pred.astype("float64"), type=pa.float64())}
+
+
+def _isolated_columns(parts: list[tuple], model: SingleModel) -> dict:
+    """The output columns of a batch whose ``predict`` raised, from ``predict_isolated``'s ranges: nulls,
+    ``predict_failed`` and the error where a range failed."""
+    import pyarrow as pa
+
+    types = {"prediction": pa.string() if model.task == "classification" else pa.float64()}
+    if model.classes:
+        types["probabilities"] = pa.struct([(c, pa.float64()) for c in model.classes])
+    columns = {name: [] for name in [*types, "status", "error"]}
+    for start, stop, result, exc in sorted(parts, key=lambda part: part[0]):
+        n = stop - start
+        for name, kind in types.items():
+            columns[name].append(result[name] if exc is None else pa.nulls(n, kind))
+        columns["status"].append(pa.repeat("ok" if exc is None else PREDICT_FAILED, n))
+        columns["error"].append(pa.nulls(n, pa.string()) if exc is None else
+                                pa.repeat(predict_error(f"model {model.version}", exc, n), n))
+    return {name: pa.concat_arrays(arrays) for name, arrays in columns.items()}
 
 
 def _features(table, features: list[str], *, as_frame: bool):
@@ -392,8 +452,9 @@ def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_p
 
     Features are checked against the model's signature (or ``feature_names_in_``) on the driver. Returns a lazy
     Spark DataFrame: the pass-through columns, ``prediction``, ``probabilities`` for a classifier with
-    ``predict_proba`` (a struct of one double per class, named by the class: ``probabilities.yes``) and
-    ``model_version``.
+    ``predict_proba`` (a struct of one double per class, named by the class: ``probabilities.yes``), ``status``
+    (``ok``, or ``predict_failed`` for a row the model raised on: null prediction and probabilities), ``error``
+    (null, or the model version and the exception) and ``model_version``. A failing row never fails the job.
     """
     from pyspark.sql import functions as F
 
@@ -403,7 +464,9 @@ def score_single(df, model, *, feature_cols=None, passthrough_cols=(), threads_p
                    what=f"model {resolved.version}")
     passthrough = tuple(passthrough_cols)
     _check_present(types, passthrough, "Pass-through")
-    cols = list(dict.fromkeys([*resolved.feature_cols, *passthrough]))
+    check_output_names((), passthrough, resolved.task, per_group=False)
+    used = list(dict.fromkeys([*resolved.feature_cols, *passthrough]))
     schema = _output_ddl(df, (), passthrough, resolved.task, per_group=False, version=False, classes=resolved.classes)
     body = partial(score_single_batches, model=resolved, passthrough=passthrough, threads=threads_per_task)
-    return df.select(*cols).mapInArrow(body, schema=schema).withColumn("model_version", F.lit(resolved.version))
+    scored = map_in_pandas(df.select(*cols(used)), body, schema, arrow=True)
+    return scored.withColumn("model_version", F.lit(resolved.version))

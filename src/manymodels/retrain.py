@@ -41,8 +41,11 @@ SPEC_FP = "spec_fingerprint"
 CARRIED_FROM = "carried_from"
 HASH_LOW, HASH_HIGH = "_mm_h_low", "_mm_h_high"  # the two per-group hash sums of the Spark aggregate
 PREVIOUS_COLS = ("status", DATA_FP, SPEC_FP, "training_run_id", CARRIED_FROM)
-# Spec fields that do not change a model: the run's name, what the planner derives, raise-or-record.
-_NOT_MODEL_INPUTS = ("training_run_id", "sampled_from", "estimator", "failure_policy")
+# Spec fields that do not change a model: the run's name, what the planner derives, raise-or-record, and the limits
+# that decide only whether a model is kept (a group failed by one is retrained under a raised limit by
+# retrain='failed', and tables written before the limits existed keep their fingerprints).
+_NOT_MODEL_INPUTS = ("training_run_id", "sampled_from", "estimator", "failure_policy", "max_model_bytes",
+                     "max_fit_seconds")
 
 
 def data_fingerprints(stats: pd.DataFrame) -> pd.Series:

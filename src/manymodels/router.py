@@ -12,12 +12,13 @@ skops, the trusted types) and deserializes it into the process-wide ``MODEL_CACH
 once per process.
 
 Output columns: the key columns, ``prediction``, ``status`` (``ok``, ``unknown_group``, the group's
-training status, or ``refused``: its stored model failed the checksum or the trusted types and was not
-loaded; the other groups still score) and ``error`` (naming the key, the run and the reason when there is
-no prediction).
+training status, ``refused``: its stored model failed the checksum or the trusted types and was not
+loaded, or ``predict_failed``: the model raised on that row; the other rows and groups still score) and
+``error`` (naming the key, the run and the reason when there is no prediction).
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from manymodels.serialization import DEFAULT_POLICY, MODEL_CACHE, MODEL_FORMAT, 
 
 UNKNOWN_GROUP = "unknown_group"
 REFUSED = "refused"  # the stored model failed its checksum or trusted-types check: not loaded, not used
+PREDICT_FAILED = "predict_failed"  # the model raised on this row (a NaN its estimator refuses, say)
+ISOLATE_ROWS = 16  # failing rows bisected out per predict call before the rest of a failing range is given up
 POLICY_KEY = b"manymodels.load_policy"
 MODELS_FILE = "models.parquet"
 ROW_GROUP = 512
@@ -46,6 +49,9 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
     ``with_proba`` adds ``probabilities`` (class -> probability) for classifiers. ``policy`` (the training
     run's format and trusted types) decides what may be deserialized; a group whose model is refused
     (checksum mismatch, untrusted types) gets ``status="refused"`` and the reason, naming group and run.
+    One ``predict`` call per group; when it raises, the group's rows are bisected (``predict_isolated``) so
+    the rows that can be predicted are, and the others get a null prediction, ``status="predict_failed"``
+    and the exception, naming group and run.
     """
     n = len(df)
     prediction = np.full(n, np.nan, dtype=object)
@@ -81,13 +87,15 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
                 error[positions] = f"{type(exc).__name__}: {exc}"
                 continue
             X = X_all.iloc[positions] if pass_dataframe else X_all[positions]
-            if with_proba and hasattr(model, "predict_proba"):
-                p = model.predict_proba(X)
-                classes = [str(c) for c in model.classes_]
-                prediction[positions] = np.asarray(model.classes_, dtype=object)[p.argmax(axis=1)]
-                proba[positions] = [dict(zip(classes, row)) for row in p.tolist()]
-            else:
-                prediction[positions] = model.predict(X)
+            call = partial(_predict_rows, model, X, with_proba=with_proba)
+            for start, stop, result, exc in predict_isolated(call, len(positions)):
+                rows = positions[start:stop]
+                if exc is None:
+                    prediction[rows], proba[rows] = result
+                else:
+                    status[rows] = PREDICT_FAILED
+                    error[rows] = predict_error(f"group {where} of {run_label or 'this training run'}", exc,
+                                                stop - start)
     out = df.loc[:, list(key_cols)].reset_index(drop=True)
     try:  # numeric predictions (regression, integer classes) as float; class labels stay as they are
         out["prediction"] = pd.Series(prediction) if with_proba else pd.to_numeric(pd.Series(prediction))
@@ -98,6 +106,64 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
     out["status"] = status
     out["error"] = error
     return out
+
+
+def rows_of(X, start: int, stop: int):
+    """Rows ``start:stop`` of a feature matrix or DataFrame."""
+    return X.iloc[start:stop] if isinstance(X, pd.DataFrame) else X[start:stop]
+
+
+def _predict_rows(model, X, start: int, stop: int, *, with_proba: bool):
+    """``(predictions, probability dicts or None)`` of rows ``start:stop`` of ``X``."""
+    X = rows_of(X, start, stop)
+    if with_proba and hasattr(model, "predict_proba"):
+        p = model.predict_proba(X)
+        classes = [str(c) for c in model.classes_]
+        pred = np.asarray(model.classes_, dtype=object)[p.argmax(axis=1)]
+        return pred, [dict(zip(classes, row)) for row in p.tolist()]
+    pred = model.predict(X)
+    if len(pred) != stop - start:  # would misalign rows when written back
+        raise ValueError(f"predict returned {len(pred)} values for {stop - start} rows")
+    return pred, None
+
+
+def predict_isolated(call, n: int, *, isolate_rows: int | None = None) -> list[tuple]:
+    """Run ``call(start, stop)`` over rows ``0:n``; when it raises, bisect to isolate the failing rows.
+
+    Returns ``(start, stop, result, exception)`` ranges covering ``0:n`` (unordered); ``exception`` is None
+    where ``call`` succeeded. The first call covers every row (the usual, only, cost); each failing range is
+    retried in halves, so ``k`` failing rows cost about ``2 k log2(n)`` calls. The retries are capped at what
+    isolating ``isolate_rows`` rows takes (default ``ISOLATE_ROWS``); past it the remaining failing ranges are
+    reported whole, so a model that fails on every row costs O(log n) calls, not one per row.
+    """
+    try:
+        return [(0, n, call(0, n), None)]
+    except Exception as exc:  # noqa: BLE001 - one row's failure must not lose the others
+        failing = [(0, n, exc)]
+    budget = 2 * (isolate_rows or ISOLATE_ROWS) * (int(np.log2(max(n, 1))) + 1)
+    done = []
+    while failing:
+        start, stop, exc = failing.pop()
+        if stop - start == 1 or budget <= 0:
+            done.append((start, stop, None, exc))
+            continue
+        mid = (start + stop) // 2
+        for a, b in ((start, mid), (mid, stop)):
+            budget -= 1
+            try:
+                done.append((a, b, call(a, b), None))
+            except Exception as part_exc:  # noqa: BLE001
+                failing.append((a, b, part_exc))
+    return done
+
+
+def predict_error(what: str, exc: BaseException, n_rows: int) -> str:
+    """The error of rows whose ``predict`` raised: what failed, the exception, and whether the row was isolated."""
+    text = f"predict failed for {what}: {type(exc).__name__}: {str(exc)[:500]}"
+    if n_rows > 1:
+        text += (f" (raised for a range of {n_rows} rows not isolated further: more failing rows than the "
+                 "retry budget; clean or impute the bad rows)")
+    return text
 
 
 class PackedModels:

@@ -40,12 +40,22 @@ FIXED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("carried_from", "string", "object"),  # the training run that fitted a model carried over unchanged; else null
 )
 FIXED_NAMES = tuple(c for c, _, _ in FIXED_COLUMNS)
+# Columns that scoring adds after the key and pass-through columns (inference.py, router.py).
+SCORING_NAMES = ("prediction", "probabilities", "status", "error", "model_version")
+# Prefix of the columns manymodels adds to the user's rows while planning (``_mm_bin``, ``_mm_fraction``, ...).
+INTERNAL_PREFIX = "_mm_"
+
+
+def quoted(name: str) -> str:
+    """``name`` as one Spark identifier: back-quoted, inner back-quotes doubled, so that dots, spaces and
+    back-quotes in a column name are never read as a struct field or a second name."""
+    return "`" + str(name).replace("`", "``") + "`"
 
 
 def model_table_ddl(key_ddl: list[tuple[str, str]]) -> str:
     """Spark DDL of the model table for the given ``(key column, Spark DDL type)`` pairs."""
-    cols = [f"`{name}` {typ}" for name, typ in key_ddl]
-    cols += [f"`{name}` {typ}" for name, typ, _ in FIXED_COLUMNS]
+    cols = [f"{quoted(name)} {typ}" for name, typ in key_ddl]
+    cols += [f"{quoted(name)} {typ}" for name, typ, _ in FIXED_COLUMNS]
     return ", ".join(cols)
 
 

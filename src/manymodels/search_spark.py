@@ -32,7 +32,8 @@ import pandas as pd
 from manymodels import search as S
 from manymodels.config import (ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, TrainSpec, on_databricks,
                                project_home)
-from manymodels.session import parallelism
+from manymodels.session import col, cols, keys_frame, map_in_pandas, parallelism
+from manymodels.schemas import quoted
 from manymodels.validation import InputError, check_path, short_list
 
 STAGING_ENV = "MANYMODELS_STAGING"
@@ -94,12 +95,12 @@ def stage(data, spec: S.SearchSpec, staging: str | None = None) -> Staged:
     written by Spark into a fresh folder (its part files are read back in partition order)."""
     root = Path(staging or default_staging())
     root.mkdir(parents=True, exist_ok=True)
-    cols = S.staged_columns(spec)
+    staged_cols = S.staged_columns(spec)
     if _is_spark(data):
         _check_input_columns(data.columns, spec)
         token = uuid.uuid4().hex
         path = root / f"spark-{token}"
-        data.select(*cols).write.parquet(_spark_path(str(path)))
+        data.select(*[col(c) for c in staged_cols]).write.parquet(_spark_path(str(path)))
         import pyarrow.parquet as pq
 
         n = sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet"))
@@ -137,7 +138,7 @@ def _surface(exc: Exception) -> None:
 
 
 def _ddl(columns) -> str:
-    return ", ".join(f"`{c}` {t}" for c, t in columns)
+    return ", ".join(f"{quoted(c)} {t}" for c, t in columns)
 
 
 @dataclass
@@ -236,7 +237,7 @@ def search(spark, data, *, label_col: str, estimator, feature_cols=None, param_g
     finally:
         _unstage(staged)
     example = (data.loc[:, list(spec.feature_cols)].head(5).reset_index(drop=True) if isinstance(data, pd.DataFrame)
-               else data.select(*spec.feature_cols).limit(5).toPandas())
+               else data.select(*cols(spec.feature_cols)).limit(5).toPandas())
     return SearchResult(cv_results, index, params, score, model, spec, tasks, example, timings)
 
 
@@ -320,7 +321,7 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     from pyspark.sql import functions as F
 
     from manymodels.training import ModelTable, _assignment_schema, _session_conf
-    from manymodels.validation import check_columns, check_group_sizes, value_aggregates
+    from manymodels.validation import check_columns, check_group_sizes, null_key_aggregate, value_aggregates
 
     group_cols = tuple(group_cols)
     roles = [*group_cols] + [c for c in (cv_groups_col, order_col) if c]
@@ -342,19 +343,21 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     check_columns(train_spec, df.dtypes)
     _check_input_columns(df.columns, spec)
     start, timings = time.perf_counter(), {}
-    sizes = df.groupBy(*group_cols).agg(F.count(F.lit(1)).alias("count"), *value_aggregates(train_spec, df)).toPandas()
+    sizes = (df.groupBy(*cols(group_cols))
+             .agg(F.count(F.lit(1)).alias("count"), *null_key_aggregate(df, group_cols), *value_aggregates(train_spec, df))
+             .toPandas())
     check_group_sizes(group_cols, sizes, spec=train_spec, df=df)  # null keys, infinite values, class labels
     S.check_fold_sizes(sizes, group_cols, spec.n_splits)
     spark = df.sparkSession
     assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core or TASKS_PER_CORE)
     keys = list(group_cols)
-    assign_df = spark.createDataFrame(assignment[keys + [BIN_COL]], schema=_assignment_schema(df, keys))
-    cols = list(dict.fromkeys(keys + S.staged_columns(spec)))
-    packed = (df.select(*cols).join(assign_df.hint("broadcast"), on=keys, how="inner")
-              .repartition(n_parts, BIN_COL).sortWithinPartitions(BIN_COL, *keys).drop(BIN_COL))
+    assign_df = keys_frame(spark, assignment[keys + [BIN_COL]], _assignment_schema(df, keys))
+    used = list(dict.fromkeys(keys + S.staged_columns(spec)))
+    packed = (df.select(*cols(used)).join(assign_df.hint("broadcast"), on=keys, how="inner")
+              .repartition(n_parts, BIN_COL).sortWithinPartitions(BIN_COL, *cols(keys)).drop(BIN_COL))
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     columns = S.group_result_columns(spec, [(k, types[k]) for k in keys])
-    result = packed.mapInPandas(partial(S.search_stream, spec=spec, train_spec=train_spec), schema=_ddl(columns))
+    result = map_in_pandas(packed, partial(S.search_stream, spec=spec, train_spec=train_spec), _ddl(columns))
     staged = Path(staging or default_staging()) / f"group-search-{uuid.uuid4().hex}"
     try:
         with _session_conf(spark, {ARROW_MAX_RECORDS: str(GROUP_ARROW_BATCH_ROWS), ARROW_MAX_BYTES: ARROW_BYTE_CAP}):
@@ -366,9 +369,9 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
         timings["search"] = time.perf_counter() - start
         rows = spark.read.parquet(_spark_path(str(staged)))
         location = location or model_store.default_location("tuned_model_table")
-        version = model_store.write(rows.where(S.REFIT_ROW).select(*keys, *FIXED_NAMES), location, run_id)
+        version = model_store.write(rows.where(S.REFIT_ROW).select(*cols(keys), *FIXED_NAMES), location, run_id)
         cv_cols = keys + [c for c, _ in S.group_cv_columns(spec)]
-        cv_rows = rows.where(f"NOT {S.REFIT_ROW}").select(*cv_cols).toPandas()
+        cv_rows = rows.where(f"NOT {S.REFIT_ROW}").select(*cols(cv_cols)).toPandas()
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     cv_results = S.cv_table(cv_rows, spec).sort_values(keys + ["candidate"], ignore_index=True)
@@ -516,7 +519,7 @@ def _row(approach, seconds, params, score, note=""):
 
 def _compare(spark, data, result: SearchResult, features, label_col) -> list[dict]:
     spec = result.spec
-    pdf = data if isinstance(data, pd.DataFrame) else data.select(*features, label_col).toPandas()
+    pdf = data if isinstance(data, pd.DataFrame) else data.select(*cols([*features, label_col])).toPandas()
     start = time.perf_counter()
     cv = S.search_thread_pool(pdf, spec, n_threads=parallelism(spark))
     seconds = time.perf_counter() - start

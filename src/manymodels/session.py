@@ -27,6 +27,65 @@ LOCAL_DEFAULTS = {
 }
 
 
+def col(name: str):
+    """The column ``name`` exactly as named (dots, spaces and back-quotes included): use it, never a bare
+    string, wherever a user's column name reaches Spark (``select``, ``groupBy``, sorts, expressions)."""
+    from pyspark.sql import functions as F
+
+    from manymodels.schemas import quoted
+
+    return F.col(quoted(name))
+
+
+def cols(names) -> list:
+    return [col(n) for n in names]
+
+
+def _needs_alias(name: str) -> bool:
+    return "." in name or "`" in name
+
+
+def map_in_pandas(df, func, schema, *, arrow: bool = False):
+    """``df.mapInPandas(func, schema)`` (``mapInArrow`` with ``arrow``) for any column names.
+
+    Classic PySpark builds the UDF's arguments with ``df[name]``, which reads a dot as a struct field and
+    fails on a column named ``price.eur``; such inputs travel under plain aliases and get their names back in
+    each batch before ``func`` sees it."""
+    names = list(df.columns)
+    run = df.mapInArrow if arrow else df.mapInPandas
+    if not any(_needs_alias(n) for n in names):
+        return run(func, schema=schema)
+    from functools import partial
+
+    aliased = df.select(*[col(n).alias(f"_mm_col{i}") for i, n in enumerate(names)])
+    body = partial(_arrow_renamed if arrow else _pandas_renamed, func=func, names=tuple(names))
+    return (aliased.mapInArrow if arrow else aliased.mapInPandas)(body, schema=schema)
+
+
+def _pandas_renamed(batches, *, func, names):
+    def renamed():
+        for batch in batches:
+            batch.columns = list(names)
+            yield batch
+    yield from func(renamed())
+
+
+def _arrow_renamed(batches, *, func, names):
+    yield from func(batch.rename_columns(list(names)) for batch in batches)
+
+
+def keys_frame(spark, pdf, schema):
+    """``spark.createDataFrame(pdf, schema)`` for a small frame of group keys. Arrow's conversion reads a NaN in
+    a float column as null, which would turn the NaN group's key into a null that joins nothing: such frames go
+    through plain rows instead, which keep NaN."""
+    import numpy as np
+
+    has_nan = any(pdf[c].dtype.kind == "f" and np.isnan(pdf[c].to_numpy()).any() for c in pdf.columns)
+    if not has_nan:
+        return spark.createDataFrame(pdf, schema=schema)
+    return spark.createDataFrame([tuple(r) for r in pdf.itertuples(index=False, name=None)], schema=schema)
+
+
 def get_spark(master: str | None = None, app_name: str = "manymodels", conf: dict[str, str] | None = None):
     """Return the Spark session for this environment (see the module docstring for the order)."""
     from pyspark.sql import SparkSession

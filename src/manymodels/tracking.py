@@ -27,7 +27,14 @@ RUN_TAG = "manymodels.training_run_id"
 DEFAULT_EXPERIMENT = "manymodels"
 DEFAULT_MODEL_NAME = "manymodels_router"
 SPARK_TO_MLFLOW = {"bigint": "long", "int": "integer", "smallint": "integer", "tinyint": "integer",
-                   "double": "double", "float": "float", "string": "string", "boolean": "boolean"}
+                   "double": "double", "float": "float", "string": "string", "boolean": "boolean",
+                   "date": "datetime", "timestamp": "datetime", "timestamp_ntz": "datetime", "binary": "binary"}
+
+
+def mlflow_type(spark_type: str) -> str:
+    """The MLflow signature type of a Spark column type (decimals as double: ``keys.canonical_key`` gives a decimal
+    and the double of the same value one text, so a router still finds the group)."""
+    return SPARK_TO_MLFLOW.get(spark_type, "double")
 
 
 @dataclass(frozen=True)
@@ -215,7 +222,7 @@ def _signature(table):
 
     types = table.extra.get("input_types", {})
     cols = list(table.spec.group_cols) + list(table.spec.feature_cols)
-    inputs = Schema([ColSpec(SPARK_TO_MLFLOW.get(types.get(c, "double"), "double"), c) for c in cols])
+    inputs = Schema([ColSpec(mlflow_type(types.get(c, "double")), c) for c in cols])
     task = table.extra.get("task", "regression")
     outputs = Schema([ColSpec("double" if task == "regression" else "string", "prediction"),
                       ColSpec("string", "status"), ColSpec("string", "error")])
@@ -407,7 +414,8 @@ def router_models(source: str, staging: str, stage):
     label = f"{mv.name}/{mv.version}"
     folder = Path(staging) / f"{mv.name}@v{mv.version}"
     meta_path = folder / "columns.json"
-    if not meta_path.exists():
+    # a columns.json staged before it carried pass_dataframe is written again (the store itself is reused)
+    if not meta_path.exists() or "pass_dataframe" not in json.loads(meta_path.read_text()):
         with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
             local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp)
             pyfunc = mlflow.pyfunc.load_model(local)
@@ -417,15 +425,16 @@ def router_models(source: str, staging: str, stage):
             meta = {"key_cols": router.key_cols, "feature_cols": router.feature_cols,
                     "task": "classification" if outputs.get("prediction") == "string" else "regression",
                     "types": {c.name: c.type.name for c in signature.inputs.inputs} if signature else {},
-                    "run": router.training_run_id}
+                    "run": router.training_run_id,
+                    "pass_dataframe": bool(getattr(router, "pass_dataframe", False))}
             stage(router._root / "models.parquet", staging, folder.name)
             tmp_meta = folder / f".columns.{os.getpid()}"
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp_meta, meta_path)
     meta = json.loads(meta_path.read_text())
-    types = meta["types"]
+    types = {c: meta["types"].get(c, "double") for c in meta["feature_cols"]}
     return GroupModels(str(folder), tuple(meta["key_cols"]), tuple(meta["feature_cols"]), meta["task"], label,
-                       f"training run {meta['run']} ({label})", {c: types.get(c, "double") for c in meta["feature_cols"]})
+                       f"training run {meta['run']} ({label})", types, pass_dataframe=meta["pass_dataframe"])
 
 
 def load_for_scoring(uri: str):

@@ -26,10 +26,11 @@ from manymodels.planning import BIN_COL, TASKS_PER_CORE, partition_labels, plan
 from manymodels.progress import Progress
 from manymodels.retrain import (CARRIED_FROM, DATA_FP, HASH_HIGH, HASH_LOW, PREVIOUS_COLS, SPEC_FP, check_mode,
                                 data_fingerprints, plan_retrain, spec_fingerprint)
-from manymodels.schemas import FIXED_COLUMNS, FIXED_NAMES, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl
-from manymodels.session import parallelism
+from manymodels.schemas import (FIXED_COLUMNS, FIXED_NAMES, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_table_ddl,
+                                quoted)
+from manymodels.session import col, cols, keys_frame, map_in_pandas, parallelism
 from manymodels.validation import (InputError, check_columns, check_estimator, check_group_sizes, check_settings,
-                                   short_list, value_aggregates)
+                                   null_key_aggregate, short_list, value_aggregates)
 
 FILE_KEY = "source_file"
 TRAIN_ARROW_BATCH_ROWS = 100_000
@@ -93,15 +94,16 @@ def _result_ddl(df, spec: TrainSpec) -> str:
 
 def group_sizes(df, key_cols) -> pd.DataFrame:
     """One cheap aggregate: rows per group, collected to the driver (one small row per group)."""
-    return df.groupBy(*key_cols).count().toPandas()
+    return df.groupBy(*cols(key_cols)).count().toPandas()
 
 
 def group_stats(df, spec: TrainSpec) -> pd.DataFrame:
     """One cheap aggregate: rows per group and its ``data_fingerprint`` (``retrain.py``), on the driver."""
-    h = F.xxhash64(*[F.col(c) for c in [*spec.feature_cols, spec.label_col]])
+    h = F.xxhash64(*cols([*spec.feature_cols, spec.label_col]))
     mask = F.lit(0x7FFFFFFF).cast("bigint")
-    stats = (df.groupBy(*spec.group_cols)
-             .agg(F.count(F.lit(1)).alias("count"), F.sum(h.bitwiseAND(mask)).alias(HASH_LOW),
+    stats = (df.groupBy(*cols(spec.group_cols))
+             .agg(F.count(F.lit(1)).alias("count"), *null_key_aggregate(df, spec.group_cols),
+                  F.sum(h.bitwiseAND(mask)).alias(HASH_LOW),
                   F.sum(F.shiftright(h, 32).bitwiseAND(mask)).alias(HASH_HIGH), *value_aggregates(spec, df))
              .toPandas())
     stats[DATA_FP] = data_fingerprints(stats) if len(stats) else pd.Series([], dtype="object")
@@ -118,7 +120,7 @@ def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
     over = check_group_memory(sizes, keys, row_bytes(dict(df.dtypes), keys, spec.feature_cols, spec.label_col),
                               spec.max_group_bytes, spec.oversize)
     assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core)
-    cols = keys + list(spec.feature_cols) + [spec.label_col]
+    used = keys + list(spec.feature_cols) + [spec.label_col]
     extra = []
     if len(over):  # oversize="subsample": keep a seeded, content-determined fraction of those groups' rows
         assignment = assignment.merge(sample_fractions(over, keys), on=keys, how="left").fillna({FRACTION_COL: 1.0})
@@ -126,21 +128,33 @@ def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
                                                 for _, r in over.iterrows()))
         extra = [FRACTION_COL]
     fingerprints = [DATA_FP] if DATA_FP in assignment else []
-    assign_df = spark.createDataFrame(assignment[keys + [BIN_COL] + extra + fingerprints],
-                                      schema=_assignment_schema(df, keys, extra, fingerprints))
-    packed = df.select(*cols).join(assign_df.select(*keys, BIN_COL, *extra).hint("broadcast"), on=keys, how="inner")
+    assign_df = keys_frame(spark, assignment[keys + [BIN_COL] + extra + fingerprints],
+                           _assignment_schema(df, keys, extra, fingerprints))
+    packed = df.select(*cols(used)).join(assign_df.select(*cols(keys), BIN_COL, *extra).hint("broadcast"), on=keys,
+                                         how="inner")
     if extra:
-        packed = packed.where(_uniform(cols, spec.seed) < F.col(FRACTION_COL)).drop(FRACTION_COL)
+        packed = packed.where(_uniform(used, spec.seed) < F.col(FRACTION_COL)).drop(FRACTION_COL)
     packed = (packed
               .repartition(n_parts, BIN_COL)
-              .sortWithinPartitions(BIN_COL, *keys)
+              .sortWithinPartitions(BIN_COL, *cols(keys))
               .drop(BIN_COL))
     task_groups = assignment.groupby(BIN_COL).size().reindex(partition_labels(n_parts), fill_value=0).tolist()
-    out = packed.mapInPandas(partial(fit_stream, spec=spec), schema=_result_ddl(df, spec))
+    out = _restore_nan_keys(map_in_pandas(packed, partial(fit_stream, spec=spec), _result_ddl(df, spec)), keys,
+                            dict(df.dtypes))
     if fingerprints:  # a broadcast join of the small plan: the trained rows are not shuffled again
-        out = out.drop(DATA_FP).join(assign_df.select(*keys, DATA_FP).hint("broadcast"), on=keys, how="left")
+        out = out.drop(DATA_FP).join(assign_df.select(*cols(keys), DATA_FP).hint("broadcast"), on=keys, how="left")
     out = out.withColumn(SPEC_FP, F.lit(spec_fingerprint(spec)))
-    return out.select(*keys, *FIXED_NAMES), task_groups
+    return out.select(*cols(keys), *FIXED_NAMES), task_groups
+
+
+def _restore_nan_keys(out, keys, types: dict):
+    """Spark reads a NaN that a pandas UDF returns as null; null keys are refused before training, so a null
+    float key coming out of the UDF is a NaN key, and gets its NaN back."""
+    floats = [k for k in keys if types.get(k) in ("float", "double")]
+    if not floats:
+        return out
+    nan = {k: F.when(col(k).isNull(), F.lit(float("nan")).cast(types[k])).otherwise(col(k)).alias(k) for k in floats}
+    return out.select(*[nan.get(c, col(c)) for c in out.columns])
 
 
 def _assignment_schema(df, keys, extra=(), strings=()):
@@ -153,10 +167,10 @@ def _assignment_schema(df, keys, extra=(), strings=()):
                       + [StructField(c, StringType(), True) for c in strings])
 
 
-def _uniform(cols, seed: int):
+def _uniform(names, seed: int):
     """A number in [0, 1) fixed by the row's content and the seed: the sample does not depend on partitioning."""
     modulus = (1 << 31) - 1
-    return F.pmod(F.xxhash64(*[F.col(c) for c in cols], F.lit(int(seed))), F.lit(modulus)) / float(modulus)
+    return F.pmod(F.xxhash64(*cols(names), F.lit(int(seed))), F.lit(modulus)) / float(modulus)
 
 
 def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None,
@@ -226,15 +240,15 @@ def _carried(df, version: str, carry_keys: pd.DataFrame, spec: TrainSpec):
     """The previous version's rows of ``carry_keys``, unchanged but for ``training_run_id`` and ``carried_from``."""
     spark, keys = df.sparkSession, list(spec.group_cols)
     types = dict(df.dtypes)
-    wanted = spark.createDataFrame(carry_keys[keys], schema=", ".join(f"`{k}` {types[k]}" for k in keys))
+    wanted = keys_frame(spark, carry_keys[keys], ", ".join(f"{quoted(k)} {types[k]}" for k in keys))
     previous = model_store.read_version(spark, version)
-    previous = previous.select(*[F.col(k).cast(types[k]).alias(k) for k in keys],  # a table of older columns
+    previous = previous.select(*[col(k).cast(types[k]).alias(k) for k in keys],  # a table of older columns
                                *[F.col(c) if c in previous.columns else F.lit(None).cast(t).alias(c)
                                  for c, t, _ in FIXED_COLUMNS])
     rows = previous.join(wanted.hint("broadcast"), on=keys, how="inner")
     rows = (rows.withColumn(CARRIED_FROM, F.coalesce(F.col(CARRIED_FROM), F.col("training_run_id")))
                 .withColumn("training_run_id", F.lit(spec.training_run_id)))
-    return rows.select(*keys, *FIXED_NAMES)
+    return rows.select(*cols(keys), *FIXED_NAMES)
 
 
 @contextmanager
@@ -287,8 +301,13 @@ def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, i
     return result
 
 
+# Compression codecs Hadoop cannot split (a file of these is read whole by one task); bzip2 and plain text split.
+UNSPLITTABLE_SUFFIXES = (".gz", ".deflate", ".snappy", ".lz4", ".zst")
+
+
 def read_files(spark, path: str, *, feature_cols, label_col, label_type: str = "double"):
-    """Read gzipped CSV files (each one a partition) with the file name as the ``source_file`` key."""
+    """Read CSV files with the file name as the ``source_file`` key: gzipped ones one partition each, as they come;
+    if any file can be split (plain, bzip2), its rows are first clustered by file (one shuffle)."""
     df = spark.read.option("header", "true").csv(path)
     cols = [F.col("_metadata.file_name").alias(FILE_KEY)]
     cols += [F.col(c).cast("double").alias(c) for c in feature_cols if c in df.columns]
@@ -298,12 +317,20 @@ def read_files(spark, path: str, *, feature_cols, label_col, label_type: str = "
     if missing:
         raise InputError(f"Column(s) {short_list(missing)} not found in the CSV files at {path}: found "
                          f"{short_list(df.columns, 12)}. Fix feature_cols / label_col or the files' header.")
-    return df.select(*cols)
+    files = df.inputFiles()
+    df = df.select(*cols)
+    if all(f.lower().endswith(UNSPLITTABLE_SUFFIXES) for f in files):
+        return df  # each file is read whole, in order, by one task: its rows are contiguous already
+    # A split file spreads over several tasks, and fit_stream would fit each part as a group of its own.
+    n_parts = max(1, min(len(files), parallelism(spark) * TASKS_PER_CORE))
+    return df.repartition(n_parts, FILE_KEY).sortWithinPartitions(FILE_KEY)
 
 
 def train_per_file(spark, path: str, *, feature_cols, label_col, estimator, params=None,
                    location: str | None = None, **settings) -> ModelTable:
-    """One model per input file: each gzipped CSV is one partition, so no shuffle is needed.
+    """One model per input file, one row per file: each gzipped CSV is one partition, so all-gzip input needs
+    no shuffle; a file Spark splits (plain or bzip2 CSV larger than ``spark.sql.files.maxPartitionBytes``) is
+    gathered by one shuffle first (``read_files``).
 
     The key column is ``source_file`` (the file's name). Spark may pack several small files into one
     partition; their rows stay contiguous, which is all ``fit_stream`` needs. ``settings`` as for

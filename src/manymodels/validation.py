@@ -9,7 +9,7 @@ from typing import Iterable
 
 import numpy as np
 
-from manymodels.config import FAILURE_POLICIES, TASKS, TrainSpec
+from manymodels.config import FAILURE_POLICIES, MODEL_BYTES_CEILING, TASKS, TrainSpec
 
 NUMERIC_SPARK_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
 SHOW = 5
@@ -43,8 +43,9 @@ def check_columns(spec: TrainSpec, dtypes) -> None:
             f"to be in the input, found only {short_list(dtypes, 12)}. Fix the column names or rename the input's columns.")
     overlap = set(spec.feature_cols) & (set(spec.group_cols) | {spec.label_col})
     if overlap:
-        raise InputError(f"Column(s) {short_list(sorted(overlap))} are both features and group keys or label; "
-                         "a column can have one role only.")
+        raise InputError(f"Column(s) {short_list(sorted(overlap))} are both features and group keys or label: "
+                         "expected each column in one role only. Fix: drop them from feature_cols (or from "
+                         "group_cols / label_col).")
     bad = [(c, dtypes[c]) for c in spec.feature_cols if not dtypes[c].startswith(NUMERIC_SPARK_TYPES + ("decimal",))]
     if bad:
         shown = ", ".join(f"'{c}' is {t}" for c, t in bad[:SHOW])
@@ -55,6 +56,8 @@ def check_columns(spec: TrainSpec, dtypes) -> None:
     if not (label_type.startswith(NUMERIC_SPARK_TYPES + ("decimal",)) or label_type == "string"):
         raise InputError(f"Label column '{spec.label_col}' has type {label_type}: expected a numeric or string column.")
     check_input_duplicates([c for c, _ in pairs], wanted)
+    check_case_clashes([c for c, _ in pairs], wanted)
+    check_reserved_names(spec)
     check_label_kind(spec, label_type)
 
 
@@ -101,6 +104,20 @@ def check_settings(spec: TrainSpec) -> None:
     if not isinstance(spec.max_group_bytes, int) or spec.max_group_bytes <= 0:
         raise InputError(f"max_group_bytes={spec.max_group_bytes!r}: expected a positive number of bytes, "
                          f"e.g. {1 << 30} for 1 GiB.")
+    limit = spec.max_model_bytes
+    if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit <= 0:
+        raise InputError(f"max_model_bytes={limit!r}: expected a positive integer number of bytes, the largest "
+                         f"serialized model a group may keep (default {512 << 20} = 512 MiB), e.g. {256 << 20}.")
+    if limit > MODEL_BYTES_CEILING:
+        raise InputError(f"max_model_bytes={limit}: above {MODEL_BYTES_CEILING} (2 GiB - 1 MiB), the largest value "
+                         "Spark's Arrow transfer can carry from the Python worker (32-bit offsets); a larger model "
+                         f"would fail its whole task. Fix: max_model_bytes={MODEL_BYTES_CEILING} or less, and a "
+                         "smaller model (fewer trees, a smaller max_depth) if it does not fit.")
+    seconds = spec.max_fit_seconds
+    if seconds is not None and (not isinstance(seconds, (int, float, np.integer, np.floating))
+                                or isinstance(seconds, bool) or not np.isfinite(seconds) or seconds <= 0):
+        raise InputError(f"max_fit_seconds={seconds!r}: expected a positive finite number of seconds one group's fit "
+                         "may take (its group is then recorded as failed), or None for no limit.")
 
 
 def check_group_sizes(key_cols: tuple[str, ...], sizes, *, spec: TrainSpec | None = None, df=None) -> None:
@@ -112,10 +129,14 @@ def check_group_sizes(key_cols: tuple[str, ...], sizes, *, spec: TrainSpec | Non
     if len(sizes) == 0:
         raise InputError("The input has no rows: expected at least one group to train. "
                          "Check the input path or the filter that produced it.")
-    null_rows = sizes[sizes[list(key_cols)].isna().any(axis=1)]
+    if NULL_KEY_COL in sizes:  # from ``null_key_aggregate``: null, not NaN (a float key may be NaN: one group)
+        null_mask = sizes[NULL_KEY_COL].to_numpy() > 0
+    else:
+        null_mask = sizes[list(key_cols)].isna().any(axis=1).to_numpy()
+    null_rows = sizes[null_mask]
     if len(null_rows):
         n = int(null_rows["count"].sum())
-        cols = [c for c in key_cols if sizes[c].isna().any()]
+        cols = [c for c in key_cols if null_rows[c].isna().any()]
         raise InputError(
             f"{n} input row(s) have a null group key in column(s) {short_list(cols)}: every row needs a key. "
             "Drop them (df.dropna(subset=group_cols)) or fill the key before training.")
@@ -123,7 +144,70 @@ def check_group_sizes(key_cols: tuple[str, ...], sizes, *, spec: TrainSpec | Non
         check_values(spec, sizes, df)
 
 
+NULL_KEY_COL = "_mm_null_key"
+
+
+def null_key_aggregate(df, key_cols) -> list:
+    """``[1 for a group whose key has a null, else 0]`` when a key column is float or double: pandas shows both
+    null and NaN as NaN, and Spark groups NaN keys as one ordinary group, so only null is refused."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    from manymodels.session import col
+
+    dtypes = dict(df.dtypes)
+    if not any(dtypes.get(c) in FLOAT_TYPES for c in key_cols):
+        return []
+    any_null = reduce(lambda a, b: a | b, [col(c).isNull() for c in key_cols])  # one term per key column
+    return [F.max(F.when(any_null, 1).otherwise(0)).alias(NULL_KEY_COL)]
+
+
 # ---------------------------------------------------------------- names, label kinds and values
+
+def check_reserved_names(spec: TrainSpec) -> None:
+    """Group columns become columns of the model table and of the scores next to manymodels' own
+    (``status``, ``prediction``, ...): a key of one of those names (in any case: Spark matches names without
+    case) could not be told apart from them. Names starting with ``_mm_`` are manymodels' planning columns."""
+    from manymodels.schemas import FIXED_NAMES, INTERNAL_PREFIX, SCORING_NAMES
+
+    taken = {n.lower() for n in (*FIXED_NAMES, *SCORING_NAMES, "count")}
+    clash = [c for c in spec.group_cols if c.lower() in taken]
+    if clash:
+        raise InputError(
+            f"Group column(s) {short_list(clash)} have the name of a column manymodels writes next to the keys "
+            f"(the model table and the scores hold {short_list(sorted(taken), 40)}; names match without case): "
+            f"expected other names. Fix: rename the column(s) before training, e.g. "
+            f"df.withColumnRenamed({clash[0]!r}, {clash[0] + '_key'!r}), and pass the new name in group_cols.")
+    internal = [c for c in (*spec.group_cols, *spec.feature_cols, spec.label_col)
+                if c.lower().startswith(INTERNAL_PREFIX)]
+    if internal:
+        raise InputError(f"Column(s) {short_list(internal)} start with {INTERNAL_PREFIX!r}, the prefix of the "
+                         "columns manymodels adds while planning: expected other names. Fix: rename them before "
+                         f"training, e.g. df.withColumnRenamed({internal[0]!r}, {internal[0][len(INTERNAL_PREFIX):] or 'x'!r}).")
+
+
+def check_case_clashes(columns: list[str], wanted, case_sensitive: bool = False) -> None:
+    """Spark matches column names without case by default: an input holding ``Price`` and ``price`` cannot say
+    which one a role means, and two roles named ``x`` and ``X`` would read one column twice."""
+    if case_sensitive:
+        return
+    by_lower: dict[str, list[str]] = {}
+    for c in dict.fromkeys(columns):
+        by_lower.setdefault(c.lower(), []).append(c)
+    for w in dict.fromkeys(wanted):
+        for lower, names in by_lower.items():
+            if w.lower() == lower and len(names) > 1:
+                raise InputError(
+                    f"The input has columns {short_list(names)}, which differ only in case: Spark matches names "
+                    f"without case (spark.sql.caseSensitive=false), so it cannot tell which one {w!r} means. "
+                    "Fix: rename or drop one of them before training.")
+    roles = [c.lower() for c in dict.fromkeys(wanted)]
+    twins = sorted({c for c in dict.fromkeys(wanted) if roles.count(c.lower()) > 1})
+    if twins:
+        raise InputError(f"Column names {short_list(twins)} differ only in case but are given different roles: "
+                         "Spark matches names without case, so they name one column. Fix: rename one of them.")
+
 
 def check_unique_names(group_cols, feature_cols) -> None:
     """Each group and feature column named once (a repeated feature would be fitted twice, or refused by Arrow)."""
@@ -171,15 +255,32 @@ def _float_cols(spec: TrainSpec, dtypes: dict) -> list[str]:
 
 
 def _is_inf(c: str):
-    from pyspark.sql import functions as F
+    from manymodels.session import col
 
-    return F.col(c).isin(float("inf"), float("-inf"))
+    return col(c).isin(float("inf"), float("-inf"))
 
 
 def _fractional(c: str):
     from pyspark.sql import functions as F
 
-    return ~F.isnan(F.col(c)) & ~_is_inf(c) & (F.col(c) % 1 != 0)
+    from manymodels.session import col
+
+    return ~F.isnan(col(c)) & ~_is_inf(c) & (col(c) % 1 != 0)
+
+
+# SQL over ``x``, an array element: NaN, the missing value, is not infinite.
+INF_TEST_SQL = "x IN (double('inf'), double('-inf'))"
+
+
+def _as_doubles_sql(cols, dtypes: dict) -> str:
+    """SQL of one flat array of the float/double columns ``cols`` (float cast: one element type). One SQL text,
+    not a Column per column: 2,000 columns make one expression with 2,000 children (a 2,000-deep tree of ORs
+    overflows the JVM stack on classic Spark and the protobuf nesting limit of Spark Connect), and building
+    it is one call instead of thousands of Py4J round trips (about 2 ms each)."""
+    from manymodels.schemas import quoted
+
+    return "array(" + ", ".join(quoted(c) if dtypes[c] == "double" else f"CAST({quoted(c)} AS DOUBLE)"
+                                for c in cols) + ")"
 
 
 def value_aggregates(spec: TrainSpec, df) -> list:
@@ -188,8 +289,10 @@ def value_aggregates(spec: TrainSpec, df) -> list:
     with a label. ``check_group_sizes(..., spec=spec, df=df)`` reads them."""
     from pyspark.sql import functions as F
 
+    from manymodels.session import col
+
     dtypes = dict(df.dtypes)
-    out = [F.count(F.col(spec.label_col)).alias(LABELLED_COL), *nonfinite_aggregate(df, _float_cols(spec, dtypes))]
+    out = [F.count(col(spec.label_col)).alias(LABELLED_COL), *nonfinite_aggregate(df, _float_cols(spec, dtypes))]
     if _task(spec) == "classification" and dtypes.get(spec.label_col) in FLOAT_TYPES:
         out.append(F.sum(F.when(_fractional(spec.label_col), 1).otherwise(0)).alias(FRACTIONAL_COL))
     return out
@@ -235,39 +338,44 @@ def check_values(spec: TrainSpec, sizes, df=None) -> None:
             sizes.drop(columns=present, inplace=True)
 
 
-def _count_columns(df, cols, predicate) -> dict:
-    """Rows matching ``predicate`` per column: one small job, only on the error path."""
+def _count_columns(df, cols, test_sql: str = INF_TEST_SQL) -> dict:
+    """Rows where ``test_sql`` (SQL over ``x``) holds, per float/double column of ``cols``: error path only.
+    One aggregate whatever the width: each row yields the positions of its matching columns, which are
+    exploded and counted (at most one output row per column), not one aggregate per column."""
     from pyspark.sql import functions as F
 
     if not cols:
         return {}
-    row = df.agg(*[F.sum(F.when(predicate(c), 1).otherwise(0)).alias(f"c{i}") for i, c in enumerate(cols)]).collect()[0]
-    return {c: int(row[f"c{i}"] or 0) for i, c in enumerate(cols)}
+    hits = (f"filter(transform({_as_doubles_sql(cols, dict(df.dtypes))}, (x, i) -> CASE WHEN {test_sql} THEN i "
+            "END), i -> i IS NOT NULL)")
+    rows = df.select(F.explode(F.expr(hits)).alias("i")).groupBy("i").count().collect()
+    found = {int(r["i"]): int(r["count"]) for r in rows}
+    return {c: found.get(i, 0) for i, c in enumerate(cols)}
 
 
 def _example(df, label: str):
-    row = df.where(_fractional(label)).select(label).limit(1).collect()
+    from manymodels.session import col
+
+    row = df.where(_fractional(label)).select(col(label)).limit(1).collect()
     return row[0][0] if row else None
 
 
 def nonfinite_aggregate(df, cols) -> list:
-    """``[sum of rows with an infinite value in any of the float columns of cols]`` (empty: no float column)."""
-    from functools import reduce
-
+    """``[number of rows with an infinite value in any float column of cols]`` (empty: no float column).
+    Only float/double columns can hold infinity; one ``exists`` over one flat array, whatever the width."""
     from pyspark.sql import functions as F
 
     dtypes = dict(df.dtypes)
     floats = [c for c in dict.fromkeys(cols) if dtypes.get(c) in FLOAT_TYPES]
     if not floats:
         return []
-    any_inf = reduce(lambda a, b: a | b, [_is_inf(c) for c in floats])
-    return [F.sum(F.when(any_inf, 1).otherwise(0)).alias(NONFINITE_COL)]
+    return [F.expr(f"count_if(exists({_as_doubles_sql(floats, dtypes)}, x -> {INF_TEST_SQL}))").alias(NONFINITE_COL)]
 
 
 def raise_nonfinite(df, cols, where: str = "") -> None:
     """The error for infinite values: the columns holding them are counted by one more small job (error path)."""
     dtypes = dict(df.dtypes) if df is not None else {}
-    counts = _count_columns(df, [c for c in dict.fromkeys(cols) if dtypes.get(c) in FLOAT_TYPES], _is_inf) \
+    counts = _count_columns(df, [c for c in dict.fromkeys(cols) if dtypes.get(c) in FLOAT_TYPES]) \
         if df is not None else {}
     named = ", ".join(f"'{c}' ({n} row(s))" for c, n in counts.items() if n) or "a feature or the label"
     raise InputError(
