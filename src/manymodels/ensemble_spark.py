@@ -86,7 +86,8 @@ def label_summary(df, label_col: str, classifier: bool, feature_cols=()) -> tupl
         n_inf = int(row[NONFINITE_COL] or 0) if inf else 0
         counts = None
     else:
-        counts = df.groupBy(col(label_col)).agg(F.count(F.lit(1)).alias("count"), *inf).limit(MAX_CLASSES + 2).toPandas()
+        counts = (df.groupBy(col(label_col)).agg(F.count(F.lit(1)).alias("count"), *inf).limit(MAX_CLASSES + 2)
+                  .toPandas())
         n = int(counts["count"].sum())
         labelled = int(counts.loc[counts[label_col].notna(), "count"].sum())
         n_inf = int(counts[NONFINITE_COL].sum()) if inf else 0

@@ -106,9 +106,9 @@ def fit_time_limit(seconds: float | None, where: str):
 def check_model_size(blob: bytes, spec: TrainSpec, key: tuple) -> None:
     if len(blob) > spec.max_model_bytes:
         raise ModelTooLarge(
-            f"the model of group {key_text(spec.group_cols, key)} is {len(blob)} bytes serialized, above max_model_bytes={spec.max_model_bytes}: "
-            "not kept. Fix: raise max_model_bytes (at most 2 GiB - 1 MiB), or fit a smaller model (e.g. fewer trees, "
-            "a smaller max_depth or more min_samples_leaf).")
+            f"the model of group {key_text(spec.group_cols, key)} is {len(blob)} bytes serialized, above "
+            f"max_model_bytes={spec.max_model_bytes}: not kept. Fix: raise max_model_bytes (at most 2 GiB - 1 MiB), "
+            "or fit a smaller model (e.g. fewer trees, a smaller max_depth or more min_samples_leaf).")
 
 
 def task_of(spec: TrainSpec) -> str:

@@ -109,7 +109,7 @@ def stage(data, spec: S.SearchSpec, staging: str | None = None) -> Staged:
         raise InputError(f"data is a {type(data).__name__}: expected a pandas or Spark DataFrame with the feature "
                          "and label columns.")
     _check_input_columns(data.columns, spec)
-    frame = data.loc[:, cols].reset_index(drop=True)
+    frame = data.loc[:, staged_cols].reset_index(drop=True)
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     digest.update(json.dumps([[c, str(t)] for c, t in frame.dtypes.items()]).encode())
     fingerprint = digest.hexdigest()[:32]
@@ -344,7 +344,8 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     _check_input_columns(df.columns, spec)
     start, timings = time.perf_counter(), {}
     sizes = (df.groupBy(*cols(group_cols))
-             .agg(F.count(F.lit(1)).alias("count"), *null_key_aggregate(df, group_cols), *value_aggregates(train_spec, df))
+             .agg(F.count(F.lit(1)).alias("count"), *null_key_aggregate(df, group_cols),
+                  *value_aggregates(train_spec, df))
              .toPandas())
     check_group_sizes(group_cols, sizes, spec=train_spec, df=df)  # null keys, infinite values, class labels
     S.check_fold_sizes(sizes, group_cols, spec.n_splits)

@@ -184,7 +184,8 @@ def check_reserved_names(spec: TrainSpec) -> None:
     if internal:
         raise InputError(f"Column(s) {short_list(internal)} start with {INTERNAL_PREFIX!r}, the prefix of the "
                          "columns manymodels adds while planning: expected other names. Fix: rename them before "
-                         f"training, e.g. df.withColumnRenamed({internal[0]!r}, {internal[0][len(INTERNAL_PREFIX):] or 'x'!r}).")
+                         f"training, e.g. df.withColumnRenamed({internal[0]!r}, "
+                         f"{internal[0][len(INTERNAL_PREFIX):] or 'x'!r}).")
 
 
 def check_case_clashes(columns: list[str], wanted, case_sensitive: bool = False) -> None:

@@ -90,7 +90,8 @@ def test_training_has_one_row_per_group_with_its_exact_key_and_the_pure_models(s
         assert sum(all(same_key(a, b) for a, b in zip(_key(r, names), _key(want, names))) for r in rows) == 1, want
     joined = models.join(source, on=names, how="inner").select(*[f"`{n.replace('`', '``')}`" for n in names])
     assert joined.distinct().count() == len(rows), "a model-table key does not join back to its input rows"
-    pure = {canonical_key(_key(r, names)): r for _, r in fit_packed(_sorted_like_spark(panel), spec=table.spec).iterrows()}
+    pure = {canonical_key(_key(r, names)): r
+            for _, r in fit_packed(_sorted_like_spark(panel), spec=table.spec).iterrows()}
     frame = panel.pandas()
     for row in rows:
         key = _key(row, names)
