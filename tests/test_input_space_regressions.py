@@ -143,3 +143,21 @@ def test_dotted_names_in_per_group_search_and_fold_ensembles(spark, tmp_path):
     assert sorted(r["store.id"] for r in tuned.table.read(spark).select("`store.id`").collect()) == ["a", "b"]
     ensemble = FoldEnsembleRegressor(n_members=3).fit(df, "y.next", feature_cols=["price.eur", "x 1"])
     assert len(ensemble.members_) == 3
+
+
+def test_classification_router_gives_text_predictions_when_no_row_has_one(spark, mlflow_ctx, tmp_path):
+    """Was: a batch in which no row got a prediction (its group skipped) came back as float NaN in the string
+    column the signature promises, and mlflow.pyfunc.spark_udf failed on it."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows = [(k, x0, x1, "hi" if y > 0 else "lo") for k, x0, x1, y in _rows(["trained"])] + [("small", 1.0, 2.0, "hi")]
+    df = spark.createDataFrame(rows, "k string, x0 double, x1 double, y string")
+    table = train_per_group(df, group_cols=["k"], feature_cols=["x0", "x1"], label_col="y",
+                            estimator=LogisticRegression(), location=str(tmp_path / "table"), progress=False)
+    logged = tracking.log_training(spark, table, mlflow_ctx, name="regress_text_predictions")
+    udf = mlflow.pyfunc.spark_udf(spark, logged.model_uri, result_type="prediction string, status string, "
+                                                                      "error string")
+    got = df.where("k = 'small'").select(udf("k", "x0", "x1").alias("o")).select("o.*").toPandas()
+    assert got["status"].tolist() == ["skipped"] and got["prediction"].isna().all()
+    out = mlflow.pyfunc.load_model(logged.model_uri).predict(df.toPandas()[["k", "x0", "x1"]])
+    assert set(out["prediction"].dropna()) <= {"hi", "lo"} and out["prediction"].dtype == object

@@ -33,8 +33,8 @@ import pandas as pd
 
 from manymodels import serialization
 from manymodels.config import project_home
-from manymodels.router import (MODELS_FILE, PREDICT_FAILED, predict_error, predict_isolated, read_blobs,
-                               read_index, read_policy, route_predict, rows_of)
+from manymodels.router import (MODELS_FILE, PREDICT_FAILED, class_labels, predict_error, predict_isolated,
+                               read_blobs, read_index, read_policy, route_predict, rows_of)
 from manymodels.schemas import quoted
 from manymodels.session import cols, map_in_pandas
 from manymodels.validation import InputError, short_list
@@ -188,7 +188,7 @@ def _finish(out: pd.DataFrame, batch: pd.DataFrame, passthrough, version: str, t
     for c in passthrough:
         out[c] = batch[c].to_numpy()
     if task == "classification":
-        out["prediction"] = out["prediction"].map(lambda v: None if v is None or v != v else str(v))
+        out["prediction"] = class_labels(out["prediction"])
     out["model_version"] = version
     return out
 

@@ -166,6 +166,12 @@ def predict_error(what: str, exc: BaseException, n_rows: int) -> str:
     return text
 
 
+def class_labels(prediction: pd.Series) -> pd.Series:
+    """Predicted classes as text, missing ones as None (not NaN): the string column the signatures promise, even
+    when no row of a batch got a prediction."""
+    return prediction.map(lambda v: None if v is None or v != v else str(v)).astype(object)
+
+
 class PackedModels:
     """Writer of the router's ``models.parquet``: fed model-table batches, one row group per ``ROW_GROUP`` rows."""
 

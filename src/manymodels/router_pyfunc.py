@@ -10,15 +10,17 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from manymodels.router import MODELS_FILE, read_blobs, read_index, read_policy, route_predict
+from manymodels.router import MODELS_FILE, class_labels, read_blobs, read_index, read_policy, route_predict
 from manymodels.serialization import LoadPolicy
 
 
 class GroupRouter(mlflow.pyfunc.PythonModel):
     """Pyfunc that dispatches each row to its group's model (see the module docstring)."""
 
-    def __init__(self, key_cols, feature_cols, training_run_id: str, pass_dataframe: bool = False):
+    def __init__(self, key_cols, feature_cols, training_run_id: str, pass_dataframe: bool = False,
+                 task: str | None = None):
         self.key_cols = list(key_cols)
+        self.task = task  # "classification": predictions are class labels as text, as the signature says
         self.feature_cols = list(feature_cols)
         self.training_run_id = training_run_id
         self.pass_dataframe = pass_dataframe
@@ -38,6 +40,9 @@ class GroupRouter(mlflow.pyfunc.PythonModel):
         if self._index is None:
             self.load_context(context)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return route_predict(frame, key_cols=self.key_cols, feature_cols=self.feature_cols, index=self._index,
-                             load_blobs=self._load_blobs, run_label=f"training run {self.training_run_id}",
-                             pass_dataframe=self.pass_dataframe, policy=getattr(self, "_policy", None))
+        out = route_predict(frame, key_cols=self.key_cols, feature_cols=self.feature_cols, index=self._index,
+                            load_blobs=self._load_blobs, run_label=f"training run {self.training_run_id}",
+                            pass_dataframe=self.pass_dataframe, policy=getattr(self, "_policy", None))
+        if getattr(self, "task", None) == "classification":  # routers pickled before the attribute: as they were
+            out["prediction"] = class_labels(out["prediction"])
+        return out

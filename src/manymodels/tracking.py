@@ -290,7 +290,7 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
             return mlflow.pyfunc.log_model(
                 name="router",
                 python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id,
-                                         table.spec.pass_dataframe),
+                                         table.spec.pass_dataframe, table.extra.get("task")),
                 artifacts={"group_models": str(out / "router")}, signature=_signature(table),
                 pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
 
