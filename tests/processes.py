@@ -72,6 +72,16 @@ def stop_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
     proc.wait(timeout)
 
 
+def run_connect_job(script: Path, out_dir: Path, timeout: float = 900) -> tuple[dict, str]:
+    """Run a child script under Spark Connect (``SPARK_REMOTE=local[2]``, its own local Connect server, so it does
+    not meet the tests' classic session); return the JSON after its ``RESULT `` marker and its output."""
+    env = {**os.environ, "SPARK_REMOTE": "local[2]", "MANYMODELS_HOME": str(out_dir), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(script), str(out_dir)], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0]), proc.stdout
+
+
 def parent_pid(pid: int) -> int:
     """The parent of ``pid`` from ``/proc`` (raises ``OSError`` when it is gone)."""
     stat = Path(f"/proc/{pid}/stat").read_text()

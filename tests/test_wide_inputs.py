@@ -1,9 +1,5 @@
 """2,000 feature columns: the infinity check is one flat expression (a 2,000-deep tree of ORs overflowed the
 JVM stack on classic Spark and exceeds Spark Connect's protobuf nesting limit); names are quoted."""
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +9,7 @@ from sklearn.linear_model import LinearRegression
 
 from manymodels.training import train_per_group
 from manymodels.validation import InputError
+from processes import run_connect_job
 from wide_connect_job import INF_COL, NAN_COL, run_checks
 
 HERE = Path(__file__).resolve().parent
@@ -61,11 +58,7 @@ def test_quoted_names_and_a_float32_column_with_infinities_are_named(spark, tmp_
 
 @pytest.mark.slow
 def test_2000_features_train_and_an_infinity_is_named_under_spark_connect(tmp_path):
-    env = {**os.environ, "SPARK_REMOTE": "local[2]", "MANYMODELS_HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(HERE / "wide_connect_job.py"), str(tmp_path)], capture_output=True,
-                          text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    result, _ = run_connect_job(HERE / "wide_connect_job.py", tmp_path)
     _print_times("Spark Connect", result)
     assert result["connect"] is True
     _assert_wide_outcome(result)
