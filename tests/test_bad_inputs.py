@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 
 from manymodels import tracking
@@ -379,6 +380,12 @@ def _score_clash(name, single=False):
 # only in case, and limits that take no NaN.
 CASES += [
     *(_reserved_key(n) for n in ("status", "Status", "prediction", "count", "MODEL_VERSION", "error", "model")),
+    Case("train-array-key", "training",
+         lambda e: train(e, e.sdf().withColumn("tags", F.array("store", "item")), group_cols=["tags"]),
+         ("'tags' is array<bigint>", "atomic types", "cast('string')")),
+    Case("train-struct-key", "training",
+         lambda e: train(e, e.sdf().withColumn("where", F.struct("store", "item")), group_cols=["where"]),
+         ("'where' is struct<", "one key column per field")),
     Case("train-internal-prefix-column", "training",
          lambda e: train(e, _renamed(e, x1="_mm_bin"), feature_cols=["x0", "_mm_bin", "x2"]),
          ("'_mm_bin'", "'_mm_'", "rename")),

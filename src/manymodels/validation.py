@@ -12,6 +12,7 @@ import numpy as np
 from manymodels.config import FAILURE_POLICIES, MODEL_BYTES_CEILING, TASKS, TrainSpec
 
 NUMERIC_SPARK_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
+NESTED_SPARK_TYPES = ("array", "map", "struct", "interval", "variant", "void")  # refused as group keys
 SHOW = 5
 
 
@@ -58,6 +59,13 @@ def check_columns(spec: TrainSpec, dtypes) -> None:
     check_input_duplicates([c for c, _ in pairs], wanted)
     check_case_clashes([c for c, _ in pairs], wanted)
     check_reserved_names(spec)
+    nested = [(c, dtypes[c]) for c in spec.group_cols if dtypes[c].startswith(NESTED_SPARK_TYPES)]
+    if nested:
+        shown = ", ".join(f"'{c}' is {t}" for c, t in nested[:SHOW])
+        raise InputError(f"Group column(s) of a nested or unsupported type: {shown}. Expected atomic types (string, "
+                         "integers, boolean, float, double, decimal, date, timestamp, binary). Fix: use an atomic "
+                         "column as the key, e.g. F.col(c).cast('string') or F.to_json(c), or one key column per "
+                         "field of a struct.")
     check_label_kind(spec, label_type)
 
 
