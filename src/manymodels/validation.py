@@ -49,9 +49,8 @@ def check_columns(spec: TrainSpec, dtypes) -> None:
                          "group_cols / label_col).")
     bad = [(c, dtypes[c]) for c in spec.feature_cols if not dtypes[c].startswith(NUMERIC_SPARK_TYPES + ("decimal",))]
     if bad:
-        shown = ", ".join(f"'{c}' is {t}" for c, t in bad[:SHOW])
         raise InputError(
-            f"Non-numeric feature column(s): {shown}{' ...' if len(bad) > SHOW else ''}. Expected numeric types; "
+            f"Non-numeric feature column(s): {_types_text(bad)}. Expected numeric types; "
             "cast them (F.col(c).cast('double')) or encode them before training.")
     label_type = dtypes[spec.label_col]
     if not (label_type.startswith(NUMERIC_SPARK_TYPES + ("decimal",)) or label_type == "string"):
@@ -59,14 +58,22 @@ def check_columns(spec: TrainSpec, dtypes) -> None:
     check_input_duplicates([c for c, _ in pairs], wanted)
     check_case_clashes([c for c, _ in pairs], wanted)
     check_reserved_names(spec)
+    check_key_types(spec, dtypes)
+    check_label_kind(spec, label_type)
+
+
+def _types_text(pairs: list[tuple[str, str]]) -> str:
+    return ", ".join(f"'{c}' is {t}" for c, t in pairs[:SHOW]) + (" ..." if len(pairs) > SHOW else "")
+
+
+def check_key_types(spec: TrainSpec, dtypes: dict) -> None:
+    """Group keys are atomic values: they are compared, hashed into seeds and written as text into paths."""
     nested = [(c, dtypes[c]) for c in spec.group_cols if dtypes[c].startswith(NESTED_SPARK_TYPES)]
     if nested:
-        shown = ", ".join(f"'{c}' is {t}" for c, t in nested[:SHOW])
-        raise InputError(f"Group column(s) of a nested or unsupported type: {shown}. Expected atomic types (string, "
-                         "integers, boolean, float, double, decimal, date, timestamp, binary). Fix: use an atomic "
-                         "column as the key, e.g. F.col(c).cast('string') or F.to_json(c), or one key column per "
-                         "field of a struct.")
-    check_label_kind(spec, label_type)
+        raise InputError(f"Group column(s) of a nested or unsupported type: {_types_text(nested)}. Expected atomic "
+                         "types (string, integers, boolean, float, double, decimal, date, timestamp, binary). Fix: "
+                         "use an atomic column as the key, e.g. F.col(c).cast('string') or F.to_json(c), or one key "
+                         "column per field of a struct.")
 
 
 def check_estimator(estimator: object, params: dict | None = None) -> object:
