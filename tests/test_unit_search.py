@@ -123,12 +123,13 @@ def test_staged_dataset_is_read_once_per_process(regression, tmp_path):
     spec = spec_for(cv=3)
     path = tmp_path / "data.parquet"
     regression.to_parquet(path, index=False)
+    staged = S.Staged(str(path), "fp1", len(regression), S.file_checksums(str(path)), "unit")
     before = S.LOADS["count"]
-    a = S.load_dataset(str(path), "fp1", spec)
-    b = S.load_dataset(str(path), "fp1", spec)
+    a = S.load_dataset(staged, spec)
+    b = S.load_dataset(staged, spec)
     assert a is b and S.LOADS["count"] == before + 1
     rows = list(S.run_task_batches(iter([pd.DataFrame({"task_id": [0, 4], "candidate": [0, 1], "fold": [0, 1]})]),
-                                   spec=spec, path=str(path), fingerprint="fp1"))
+                                   spec=spec, staged=staged))
     assert [r["status"].iloc[0] for r in rows] == ["ok", "ok"] and S.LOADS["count"] == before + 1
     assert rows[0].columns.tolist() == [c for c, _ in S.task_columns(spec)]
 

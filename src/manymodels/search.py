@@ -11,7 +11,8 @@
 * ``plan_phases``: the task schedule (balanced fold rounds, then the remainder by measured cost).
 * ``search_group`` / ``search_stream``: the per-group search of one packed partition: every
   group's tasks run on that group's rows; the best candidate is refitted on all of them.
-* ``load_dataset``: the staged dataset of a global search, cached per Python worker.
+* ``load_dataset``: the staged dataset of a global search, verified against the SHA-256 of each staged file
+  the driver recorded (``StagedDataError`` naming the file otherwise) and cached per Python worker.
 
 Driver-side validation (``make_search_spec``) raises ``InputError`` for an unknown parameter
 name (listing the valid ones), an empty grid, an unknown scoring name (listing the valid ones),
@@ -19,6 +20,7 @@ and ``check_fold_sizes`` for a group (or dataset) with fewer rows than folds (na
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -434,21 +436,91 @@ def plan_tasks(spec: SearchSpec, folds: list[int], n_bins: int, measured: dict[i
 
 # ---------------------------------------------------------------- global search: staged data, cached per worker
 
+class StagedDataError(SearchTaskError):
+    """The staged data a worker found is not the data the driver staged (edited, replaced, missing or extra files)."""
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One search run's staged data: ``path`` (a Parquet file, or a folder of Spark part files) written for this run
+    alone, ``checksums`` ((file name, SHA-256 of its bytes), ...) recorded by the driver after the write, the
+    content ``fingerprint`` and ``search_id`` (named in errors). Small: it travels in the UDF closure."""
+
+    path: str
+    fingerprint: str
+    n_rows: int
+    checksums: tuple[tuple[str, str], ...] = ()
+    search_id: str = ""
+
+
 _DATASETS: "OrderedDict[tuple, Dataset]" = OrderedDict()
 _CACHE_SIZE = 2
 LOADS = {"count": 0}  # datasets read from storage by this process (tests check the cache with it)
+_HASH_CHUNK = 1 << 20
 
 
-def read_staged(path: str, columns: list[str]) -> pd.DataFrame:
-    """A staged dataset: one Parquet file, or a folder of Spark part files read in partition order."""
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def staged_files(path: str) -> list[Path]:
+    """The data files of a staged dataset in read order: the file itself, or a folder's visible files sorted by
+    name (Spark's part files in partition order; ``_SUCCESS``, ``_committed_*`` and ``.crc`` files excluded)."""
+    p = Path(path)
+    if not p.is_dir():
+        return [p]
+    return sorted((f for f in p.iterdir() if f.is_file() and not f.name.startswith((".", "_"))), key=lambda f: f.name)
+
+
+def file_checksums(path: str) -> tuple[tuple[str, str], ...]:
+    """(file name, SHA-256) of every data file of a staged dataset: what the driver records after writing it."""
+    out = []
+    for f in staged_files(path):
+        digest = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+                digest.update(chunk)
+        out.append((f.name, digest.hexdigest()))
+    return tuple(out)
+
+
+def _refuse(path: str, search_id: str, problem: str) -> StagedDataError:
+    return StagedDataError(
+        f"The staged data of search {search_id or '(unnamed)'} at {path} is not what the driver wrote: {problem}. "
+        "Something changed or deleted it while the search ran (another job writing to the staging folder, or a "
+        "cleanup). Rerun the search with a staging folder no other job writes to (search(..., staging=...) or "
+        "MANYMODELS_STAGING).")
+
+
+def read_staged(path: str, columns: list[str], checksums: tuple[tuple[str, str], ...], *,
+                search_id: str = "") -> pd.DataFrame:
+    """A staged dataset (one Parquet file, or a folder of Spark part files read in partition order), verified:
+    the data files must be exactly those of ``checksums`` and each file's bytes must hash to its SHA-256.
+    The bytes that are hashed are the bytes that are parsed. Raises ``StagedDataError`` naming the file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if not checksums:
+        raise _refuse(path, search_id, "no checksums were recorded for it, so it cannot be verified")
     p = Path(path)
-    files = sorted(f for f in p.glob("*.parquet") if not f.name.startswith((".", "_"))) if p.is_dir() else [p]
-    if not files:
-        raise FileNotFoundError(f"No Parquet files in the staged dataset {path}")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files]).to_pandas()
+    if not p.exists():
+        raise _refuse(path, search_id, "it does not exist any more")
+    expected = dict(checksums)
+    found = {f.name: f for f in staged_files(path)} if p.is_dir() else {p.name: p}
+    missing = [n for n in expected if n not in found]
+    extra = sorted(n for n in found if n not in expected)
+    if missing:
+        raise _refuse(path, search_id, f"file(s) {short_list(missing)} are missing")
+    if extra:
+        raise _refuse(path, search_id, f"unexpected file(s) {short_list(extra)} appeared")
+    tables = []
+    for name, sha in checksums:
+        data = found[name].read_bytes()
+        got = sha256_bytes(data)
+        if got != sha:
+            raise _refuse(path, search_id, f"file {name!r} has SHA-256 {got[:16]}... where {sha[:16]}... was recorded")
+        tables.append(pq.read_table(pa.BufferReader(data), columns=columns))
+    return pa.concat_tables(tables).to_pandas()
 
 
 def staged_columns(spec: SearchSpec) -> list[str]:
@@ -456,13 +528,23 @@ def staged_columns(spec: SearchSpec) -> list[str]:
                               + [c for c in (spec.cv_groups_col, spec.order_col) if c]))
 
 
-def load_dataset(path: str, fingerprint: str, spec: SearchSpec) -> Dataset:
-    """The staged dataset and its folds, read once per Python worker (keyed by the data's fingerprint)."""
-    key = (path, fingerprint, spec.feature_cols, spec.label_col, repr(spec.cv), spec.cv_groups_col, spec.order_col)
+def dataset_key(staged: Staged, spec: SearchSpec) -> tuple:
+    """The worker cache key: the staged bytes (path and checksums) and everything ``prepare_dataset`` and
+    ``fold_splits`` use: columns, the splitter, the task (``check_cv`` stratifies an int cv for classifiers
+    only), the seed and the number of folds."""
+    task = "classifier" if is_classifier(spec.estimator) else "other"
+    return (staged.path, staged.fingerprint, staged.checksums, spec.feature_cols, spec.label_col,
+            repr(spec.cv), spec.n_splits, spec.cv_groups_col, spec.order_col, task, spec.seed)
+
+
+def load_dataset(staged: Staged, spec: SearchSpec) -> Dataset:
+    """The staged dataset and its folds, read and verified once per Python worker (see ``dataset_key``)."""
+    key = dataset_key(staged, spec)
     if key in _DATASETS:
         _DATASETS.move_to_end(key)
         return _DATASETS[key]
-    data = prepare_dataset(read_staged(path, staged_columns(spec)), spec)
+    frame = read_staged(staged.path, staged_columns(spec), staged.checksums, search_id=staged.search_id)
+    data = prepare_dataset(frame, spec)
     LOADS["count"] += 1
     _DATASETS[key] = data
     while len(_DATASETS) > _CACHE_SIZE:
@@ -476,11 +558,11 @@ def task_attempt() -> str:
     return _task_attempt()
 
 
-def run_task_batches(batches: Iterator[pd.DataFrame], *, spec: SearchSpec, path: str,
-                     fingerprint: str) -> Iterator[pd.DataFrame]:
+def run_task_batches(batches: Iterator[pd.DataFrame], *, spec: SearchSpec,
+                     staged: Staged) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` body of a global search: the task rows of one partition (largest first) in, one result
-    row per task out. The dataset is read from ``path`` at most once per Python worker."""
-    data = load_dataset(path, fingerprint, spec)
+    row per task out. The staged dataset is read and verified at most once per Python worker."""
+    data = load_dataset(staged, spec)
     estimator = seeded_estimator(spec)
     scorers = make_scorers(spec, estimator)
     attempt = task_attempt()
@@ -493,14 +575,14 @@ def run_task_batches(batches: Iterator[pd.DataFrame], *, spec: SearchSpec, path:
             yield pd.DataFrame([row], columns=columns)
 
 
-def refit_batches(batches: Iterator[pd.DataFrame], *, spec: SearchSpec, path: str, fingerprint: str,
+def refit_batches(batches: Iterator[pd.DataFrame], *, spec: SearchSpec, staged: Staged,
                   candidate: int) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` body of the global refit: the best candidate fitted on all rows (with feature names)."""
     from manymodels import serialization
 
     for _ in batches:
         pass
-    data = load_dataset(path, fingerprint, spec)
+    data = load_dataset(staged, spec)
     model = clone(seeded_estimator(spec)).set_params(**clone(dict(spec.candidates[candidate]), safe=False))
     start = time.perf_counter()
     model.fit(pd.DataFrame(data.X, columns=list(spec.feature_cols)), data.y)

@@ -1,13 +1,15 @@
 """The thin Spark layer of hyperparameter search (the pure part is ``manymodels.search``).
 
-Global search (one dataset): the data is staged once as Parquet (a pandas frame written by the
-driver, a Spark DataFrame written by Spark) and every Python worker reads it at most once
-(``search.load_dataset`` caches it by fingerprint). The tasks travel as a small DataFrame of
-(candidate, fold) rows placed on exactly ``cores x tasks_per_core`` partitions, largest first,
-through one ``mapInPandas``: the data is never copied once per parameter set. Phase 1 gives every
-partition the same folds of every candidate; the remaining folds (if any) run in phase 2,
-bin-packed on the fit times measured in phase 1. The best candidate is refitted on all rows in
-one more task.
+Global search (one dataset): the data is staged once per run as Parquet (a pandas frame written by
+the driver, a Spark DataFrame written by Spark) under a name no other run uses, with the SHA-256 of
+every staged file recorded by the driver; every Python worker reads it at most once and verifies
+each file against those checksums before using it (``search.load_dataset``: ``StagedDataError``
+names a changed, missing or extra file). The run deletes its own staged data, and only that.
+The tasks travel as a small DataFrame of (candidate, fold) rows placed on exactly
+``cores x tasks_per_core`` partitions, largest first, through one ``mapInPandas``: the data is
+never copied once per parameter set. Phase 1 gives every partition the same folds of every
+candidate; the remaining folds (if any) run in phase 2, bin-packed on the fit times measured in
+phase 1. The best candidate is refitted on all rows in one more task.
 
 Per-group search: group sizes -> bin packing -> sorted partitions -> one ``mapInPandas`` pass with
 many groups per call (the training machinery); each group's tasks run on that group's rows and
@@ -17,8 +19,10 @@ MLflow run and the registered router are the per-group training's own.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -37,28 +41,62 @@ from manymodels.schemas import quoted
 from manymodels.validation import InputError, check_path, short_list
 
 STAGING_ENV = "MANYMODELS_STAGING"
-DATABRICKS_STAGING = "/dbfs/tmp/manymodels/search_staging"
+CATALOG_ENV, SCHEMA_ENV, VOLUME_ENV, USER_ENV = ("MANYMODELS_CATALOG", "MANYMODELS_SCHEMA", "MANYMODELS_VOLUME",
+                                                 "MANYMODELS_USER")
 GROUP_ARROW_BATCH_ROWS = 100_000
+Staged = S.Staged  # what a staged run's workers receive (defined in the pure core, which verifies it)
 
 
-def default_staging() -> str:
-    """A folder every worker can read: ``MANYMODELS_STAGING``; on Databricks the DBFS FUSE mount (a
-    ``/Volumes/...`` path is better: pass ``staging``); locally ``$MANYMODELS_HOME/search_staging``."""
+def _safe_name(text: str, limit: int = 64) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._")[:limit]
+
+
+def staging_user(spark=None) -> str:
+    """Whose staging folder: ``MANYMODELS_USER``; else the Unity Catalog user of ``spark`` (``current_user()``,
+    no SparkContext needed, so Spark Connect works); else the process's login name. Sanitized to
+    ``[A-Za-z0-9._-]`` (``a.b@x.com`` -> ``a.b_x.com``)."""
+    import getpass
+
+    user = os.environ.get(USER_ENV, "")
+    if not user and spark is not None:
+        try:
+            user = str(spark.sql("SELECT current_user()").first()[0] or "")
+        except Exception:  # noqa: BLE001 - no SQL user (a local session): the login name below
+            user = ""
+    if not user:
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no login name in a container
+            user = ""
+    return _safe_name(user) or "unknown"
+
+
+def default_staging(spark=None) -> str:
+    """A folder every worker can read, for staged search data:
+
+    * ``MANYMODELS_STAGING`` if set;
+    * on Databricks, a per-user folder of the bundle's Volume:
+      ``/Volumes/<catalog>/<schema>/<volume>/manymodels/<user>/search_staging``, with catalog, schema and volume
+      from ``MANYMODELS_CATALOG`` / ``MANYMODELS_SCHEMA`` / ``MANYMODELS_VOLUME`` (default: the bundle's
+      ``workspace.DEFAULT_CATALOG`` / ``DEFAULT_SCHEMA`` / ``DEFAULT_VOLUME``) and the user of ``staging_user``.
+      Never ``/dbfs/tmp``: the DBFS root is shared by every user of the workspace and absent on serverless;
+    * locally ``$MANYMODELS_HOME/search_staging``.
+    """
     if os.environ.get(STAGING_ENV):
         return os.environ[STAGING_ENV]
-    return DATABRICKS_STAGING if on_databricks() else str(project_home() / "search_staging")
+    if not on_databricks():
+        return str(project_home() / "search_staging")
+    from manymodels.workspace import DEFAULT_CATALOG, DEFAULT_SCHEMA, DEFAULT_VOLUME, volume_path
+
+    catalog = os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG
+    schema = os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA
+    volume = os.environ.get(VOLUME_ENV) or DEFAULT_VOLUME
+    return volume_path(catalog, schema, volume, "manymodels", staging_user(spark), "search_staging")
 
 
 def _spark_path(path: str) -> str:
     """Spark's name of a FUSE path (``/dbfs/x`` is ``dbfs:/x``); other paths are the same for both."""
     return "dbfs:" + path[len("/dbfs"):] if path.startswith("/dbfs/") else path
-
-
-@dataclass(frozen=True)
-class Staged:
-    path: str
-    fingerprint: str
-    n_rows: int
 
 
 def _is_spark(data) -> bool:
@@ -88,23 +126,37 @@ def _check_numeric(data, spec: S.SearchSpec) -> None:
                          "types; cast or encode them, or leave them out of feature_cols.")
 
 
-def stage(data, spec: S.SearchSpec, staging: str | None = None) -> Staged:
-    """Write the search's columns once where every worker can read them; return where and the fingerprint.
+def _run_name(spec: S.SearchSpec) -> str:
+    """A name no other run uses: the search id (readable) and a random token (the same id may run twice)."""
+    return "-".join(p for p in (_safe_name(spec.search_id, 48), uuid.uuid4().hex[:12]) if p)
 
-    A pandas frame is content-addressed (same data, same file: written once); a Spark DataFrame is
-    written by Spark into a fresh folder (its part files are read back in partition order)."""
-    root = Path(staging or default_staging())
+
+def stage(data, spec: S.SearchSpec, staging: str | None = None, spark=None) -> Staged:
+    """Write the search's columns where every worker can read them, for this run alone, and record the SHA-256 of
+    every written file (the workers verify them before using the data; ``search.read_staged``).
+
+    A pandas frame becomes ``<search id>-<token>-<fingerprint>.parquet`` (the fingerprint hashes its content);
+    a Spark DataFrame is written by Spark into ``<search id>-<token>-spark/`` (its part files are read back in
+    partition order; the driver hashes them after the write). ``_unstage`` deletes exactly that file or folder,
+    so concurrent searches of the same data never delete each other's."""
+    root = Path(staging or default_staging(spark if spark is not None else _session_of(data)))
     root.mkdir(parents=True, exist_ok=True)
     staged_cols = S.staged_columns(spec)
+    run = _run_name(spec)
     if _is_spark(data):
         _check_input_columns(data.columns, spec)
-        token = uuid.uuid4().hex
-        path = root / f"spark-{token}"
-        data.select(*[col(c) for c in staged_cols]).write.parquet(_spark_path(str(path)))
-        import pyarrow.parquet as pq
+        path = root / f"{run}-spark"
+        try:
+            data.select(*[col(c) for c in staged_cols]).write.parquet(_spark_path(str(path)))
+            import pyarrow.parquet as pq
 
-        n = sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet"))
-        return Staged(str(path), token, n)
+            checksums = S.file_checksums(str(path))
+            n = sum(pq.ParquetFile(path / name).metadata.num_rows for name, _ in checksums)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # a failed write leaves no partial folder behind
+            raise
+        fingerprint = S.sha256_bytes(json.dumps(checksums).encode())[:32]
+        return Staged(str(path), fingerprint, n, checksums, spec.search_id)
     if not isinstance(data, pd.DataFrame):
         raise InputError(f"data is a {type(data).__name__}: expected a pandas or Spark DataFrame with the feature "
                          "and label columns.")
@@ -113,15 +165,25 @@ def stage(data, spec: S.SearchSpec, staging: str | None = None) -> Staged:
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     digest.update(json.dumps([[c, str(t)] for c, t in frame.dtypes.items()]).encode())
     fingerprint = digest.hexdigest()[:32]
-    path = root / f"{fingerprint}.parquet"
-    if not path.exists():
-        tmp = root / f".{fingerprint}.{uuid.uuid4().hex}.tmp"
-        frame.to_parquet(tmp, index=False)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    body = buffer.getvalue()
+    path = root / f"{run}-{fingerprint}.parquet"
+    tmp = root / f".{path.name}.tmp"
+    try:
+        tmp.write_bytes(body)
         os.replace(tmp, path)  # readers never see a half-written file
-    return Staged(str(path), fingerprint, len(frame))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Staged(str(path), fingerprint, len(frame), ((path.name, S.sha256_bytes(body)),), spec.search_id)
+
+
+def _session_of(data):
+    return data.sparkSession if _is_spark(data) else None
 
 
 def _unstage(staged: Staged) -> None:
+    """Delete this run's staged file or folder (and nothing else: every run stages under its own name)."""
     p = Path(staged.path)
     if p.is_dir():
         shutil.rmtree(p, ignore_errors=True)
@@ -130,11 +192,13 @@ def _unstage(staged: Staged) -> None:
 
 
 def _surface(exc: Exception) -> None:
-    """Raise the worker's SearchTaskError as the driver's own (the Spark error wraps it in a traceback)."""
+    """Raise the worker's StagedDataError / SearchTaskError as the driver's own (Spark wraps it in a traceback)."""
     message = str(exc)
-    if S.SearchTaskError.__name__ in message:
-        line = next((ln for ln in message.splitlines() if "SearchTaskError: " in ln), message)
-        raise S.SearchTaskError(line.split("SearchTaskError: ", 1)[-1].strip()) from exc
+    for error in (S.StagedDataError, S.SearchTaskError):
+        marker = f"{error.__name__}: "
+        if error.__name__ in message:
+            line = next((ln for ln in message.splitlines() if marker in ln), message)
+            raise error(line.split(marker, 1)[-1].strip()) from exc
 
 
 def _ddl(columns) -> str:
@@ -224,7 +288,7 @@ def search(spark, data, *, label_col: str, estimator, feature_cols=None, param_g
     _check_numeric(data, spec)
     timings = {}
     start = time.perf_counter()
-    staged = stage(data, spec, staging)
+    staged = stage(data, spec, staging, spark)
     try:
         S.check_fold_sizes(pd.DataFrame({"count": [staged.n_rows]}), (), spec.n_splits)
         timings["stage"] = time.perf_counter() - start
@@ -256,7 +320,7 @@ def _run_phases(spark, spec: S.SearchSpec, staged: Staged, n_bins: int) -> pd.Da
 def _task_job(spark, spec: S.SearchSpec, staged: Staged, plan: pd.DataFrame, n_bins: int) -> pd.DataFrame:
     tasks = spark.createDataFrame(plan[["task_id", "candidate", "fold", "label", "order"]],
                                   schema="task_id long, candidate long, fold long, label int, order long")
-    body = partial(S.run_task_batches, spec=spec, path=staged.path, fingerprint=staged.fingerprint)
+    body = partial(S.run_task_batches, spec=spec, staged=staged)
     job = (tasks.repartition(n_bins, "label").sortWithinPartitions("order")
            .mapInPandas(body, schema=_ddl(S.task_columns(spec))))
     try:
@@ -270,9 +334,13 @@ def _refit(spark, spec: S.SearchSpec, staged: Staged, candidate: int):
     """The best candidate fitted on all rows in one Spark task (the driver only unpickles the checked bytes)."""
     from manymodels import serialization
 
-    body = partial(S.refit_batches, spec=spec, path=staged.path, fingerprint=staged.fingerprint, candidate=candidate)
-    row = (spark.range(0, 1, 1, 1).mapInPandas(body, schema="model binary, model_sha256 string, fit_seconds double")
-           .toPandas().iloc[0])
+    body = partial(S.refit_batches, spec=spec, staged=staged, candidate=candidate)
+    job = spark.range(0, 1, 1, 1).mapInPandas(body, schema="model binary, model_sha256 string, fit_seconds double")
+    try:
+        row = job.toPandas().iloc[0]
+    except Exception as exc:  # noqa: BLE001
+        _surface(exc)
+        raise
     return serialization.loads(bytes(row["model"]), row["model_sha256"], where=f"search {spec.search_id} refit")
 
 
@@ -359,7 +427,7 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     columns = S.group_result_columns(spec, [(k, types[k]) for k in keys])
     result = map_in_pandas(packed, partial(S.search_stream, spec=spec, train_spec=train_spec), _ddl(columns))
-    staged = Path(staging or default_staging()) / f"group-search-{uuid.uuid4().hex}"
+    staged = Path(staging or default_staging(spark)) / f"group-search-{_safe_name(run_id, 48)}-{uuid.uuid4().hex}"
     try:
         with _session_conf(spark, {ARROW_MAX_RECORDS: str(GROUP_ARROW_BATCH_ROWS), ARROW_MAX_BYTES: ARROW_BYTE_CAP}):
             try:
