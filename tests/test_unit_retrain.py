@@ -79,3 +79,45 @@ def test_without_a_previous_table_every_group_is_trained(mode):
 def test_an_unknown_mode_is_refused_with_the_choices():
     with pytest.raises(InputError, match=r"retrain='some'.*'all', 'failed', 'changed'"):
         plan_retrain(current({"a": "f1"}), None, KEYS, "some", "fp")
+
+
+@pytest.mark.parametrize("module_name", ["sklearn", "numpy"])
+def test_a_library_upgrade_changes_the_spec_fingerprint_and_retrains_every_group(monkeypatch, module_name):
+    """scikit-learn and numpy decide the model bytes: after an upgrade, retrain='changed' carries nothing over."""
+    import importlib
+
+    before = spec_fingerprint(spec())
+    prev = previous([("a", "ok", "f1"), ("b", "ok", "f2")], before)
+    module = importlib.import_module(module_name)
+    monkeypatch.setattr(module, "__version__", module.__version__ + ".post99")
+    after = spec_fingerprint(spec())
+    assert after != before
+    train, carry = plan_retrain(current({"a": "f1", "b": "f2"}), prev, KEYS, "changed", after)
+    assert sorted(train["store"]) == ["a", "b"] and carry.empty
+    monkeypatch.undo()
+    assert spec_fingerprint(spec()) == before  # read at call time, not cached
+
+
+def test_the_estimators_own_package_version_is_part_of_the_spec_fingerprint(monkeypatch):
+    """An estimator from another package (xgboost, lightgbm, ...): its version decides the bytes too."""
+    import sys
+    import types
+
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    package = types.ModuleType("mm_fake_boost")
+    package.__version__ = "1.0"
+
+    class Booster(BaseEstimator):
+        def fit(self, X, y=None):
+            return self
+
+    Booster.__module__ = "mm_fake_boost"
+    monkeypatch.setitem(sys.modules, "mm_fake_boost", package)
+    alone, inside = spec(estimator=Booster()), spec(estimator=make_pipeline(StandardScaler(), Booster()))
+    before = spec_fingerprint(alone), spec_fingerprint(inside)
+    monkeypatch.setattr(package, "__version__", "2.0")
+    after = spec_fingerprint(alone), spec_fingerprint(inside)
+    assert before[0] != after[0] and before[1] != after[1]

@@ -18,6 +18,7 @@ from databricks.sdk.service import catalog, files, iam, jobs, ml
 from databricks.sdk.service._internal import Wait
 
 from manymodels import cli, workspace
+from manymodels.validation import InputError
 from manymodels.workspace import QualityGateError, WorkspaceError
 
 SERVICES = {
@@ -271,6 +272,43 @@ def test_promote_errors_name_the_fix():
     w.model_versions.get_by_alias.side_effect = errors.NotFound("alias not found")
     with pytest.raises(WorkspaceError, match="has no version with alias @challenger"):
         workspace.promote(w, "main.mm.router", log=quiet)
+
+
+@pytest.mark.parametrize("fraction", [float("nan"), float("inf"), -0.5, 1.01, "nan", "most", None, True])
+def test_promote_refuses_a_gate_that_is_not_a_fraction_before_any_call(fraction):
+    w = fake_workspace()
+    _versioned(w, ok=0.0, failed=1000.0)
+    with pytest.raises(InputError, match=r"min_ok_fraction=.*expected a number between 0 and 1"):
+        workspace.promote(w, "main.mm.router", min_ok_fraction=fraction, log=quiet)
+    w.model_versions.get_by_alias.assert_not_called()
+    w.registered_models.set_alias.assert_not_called()
+
+
+def test_promote_fails_the_gate_on_a_nan_metric():
+    w = fake_workspace()
+    _versioned(w, ok=float("nan"), failed=0.0)
+    with pytest.raises(QualityGateError, match="ok fraction nan"):
+        workspace.promote(w, "main.mm.router", min_ok_fraction=0.5, log=quiet)
+    w.registered_models.set_alias.assert_not_called()
+
+
+@pytest.mark.parametrize("argv", [["workspace", "promote", "--model_name=c.s.m", "--min_ok_fraction=nan"],
+                                  ["workspace", "promote", "--model_name=c.s.m", "--min_ok_fraction=inf"],
+                                  ["workspace", "run", "nightly", "--timeout=nan"]])
+def test_cli_refuses_nan_gates_naming_the_option(monkeypatch, capsys, argv):
+    monkeypatch.setattr(workspace, "client", lambda profile=None: pytest.fail("no workspace call expected"))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    name = argv[-1].split("=")[0].lstrip("-")
+    assert f"argument --{name}: {name}=" in capsys.readouterr().err
+
+
+def test_run_job_refuses_a_nan_timeout():
+    w = fake_workspace()
+    with pytest.raises(InputError, match="timeout=nan"):
+        workspace.run_job(w, 1, {}, timeout_s=float("nan"), log=quiet, sleep=quiet)
+    w.jobs.run_now.assert_not_called()
 
 
 # ---------------------------------------------------------------- the command line

@@ -11,6 +11,17 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _checked(check, name: str):
+    """An argparse type running ``check(name, text)``: a NaN or out-of-range number is a usage error naming it."""
+    def parse(text: str):
+        try:
+            return check(name, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="manymodels", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -67,9 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     for name, default in SCORE_OPTIONS.items():  # == jobs.SCORE_DEFAULTS (a test checks)
         sc.add_argument(f"--{name}", default=default)
     sc.add_argument("--master", default=None)
-    pn = sub.add_parser("prune", help="delete old model-table versions of a folder location (keeps the current one, "
-                        "the newest --keep and any younger than --min_age_hours)")
-    pn.add_argument("--table", "--model_table", default=None, help="model table folder (default: the project's)")
+    pn = sub.add_parser("prune", help="delete old model-table versions of a folder or table-name location (keeps "
+                        "the current one, the newest --keep and any younger than --min_age_hours)")
+    pn.add_argument("--table", "--model_table", default=None,
+                    help="model table folder or table name (default: the project's folder)")
     pn.add_argument("--keep", type=int, default=5)
     pn.add_argument("--min_age_hours", "--min-age-hours", type=float, default=24.0)
     _workspace_parser(sub)
@@ -94,7 +106,7 @@ TUNE_OPTIONS = {"input_path": "", "label_col": "target", "estimator": "sklearn.e
 
 def _workspace_parser(sub) -> None:
     """`manymodels workspace ...`: a Databricks workspace through databricks-sdk (see manymodels.workspace)."""
-    from manymodels.workspace import DEFAULT_CATALOG, DEFAULT_SCHEMA, DEFAULT_VOLUME
+    from manymodels.workspace import DEFAULT_CATALOG, DEFAULT_SCHEMA, DEFAULT_VOLUME, check_fraction, check_seconds
 
     ws = sub.add_parser("workspace", help="Databricks workspace: setup, upload, run a deployed job, promote "
                         "(auth: DATABRICKS_HOST + the SDK's credentials, or --profile)")
@@ -122,13 +134,15 @@ def _workspace_parser(sub) -> None:
                    help="job parameter (the notebook widget names), repeatable")
     r.add_argument("--only", type=_csv, default=None, help="comma-separated task keys to run")
     r.add_argument("--no-wait", dest="wait", action="store_false")
-    r.add_argument("--timeout", type=float, default=4 * 3600, help="seconds to wait for the run")
+    r.add_argument("--timeout", type=_checked(check_seconds, "timeout"), default=4 * 3600,
+                   help="seconds to wait for the run")
     pm = wsub.add_parser("promote", help="register step: quality gate on @alias's run, then move @champion_alias")
     pm.add_argument("--profile", default=None)
     pm.add_argument("--model_name", required=True, help="catalog.schema.model")
     pm.add_argument("--alias", default="challenger")
     pm.add_argument("--champion_alias", default="champion")
-    pm.add_argument("--min_ok_fraction", type=float, default=0.95)
+    pm.add_argument("--min_ok_fraction", type=_checked(check_fraction, "min_ok_fraction"), default=0.95,
+                    help="ok / (ok + failed) groups the new version's run needs, in [0, 1]")
 
 
 def _workspace(args) -> int:
@@ -167,9 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         from manymodels import model_store
 
         location = args.table or model_store.default_location()
-        deleted = model_store.prune(location, keep=args.keep, min_age_hours=args.min_age_hours)
+        spark = None
+        if model_store.is_table_name(location):  # version tables are listed and dropped through Spark
+            from manymodels.session import get_spark
+
+            spark = get_spark()
+        deleted = model_store.prune(location, keep=args.keep, min_age_hours=args.min_age_hours, spark=spark)
         print(f"deleted {len(deleted)} old version(s) of {location}; "
-              f"{len(model_store.versions(location))} left (current one kept)")
+              f"{len(model_store.versions(location, spark=spark))} left (current one kept)")
         for path in deleted:
             print(f"  {path}")
         return 0

@@ -340,11 +340,8 @@ def study_data(n_samples: int):
 
 
 def default_learner() -> str:
-    """CatBoost when installed (as in the study), HistGradientBoosting otherwise."""
-    import importlib.util
-
-    if importlib.util.find_spec("catboost") is not None:
-        return "catboost.CatBoostClassifier"
+    """scikit-learn's HistGradientBoosting, installed everywhere (the study used CatBoost, which job parameters
+    may name only when ``MANYMODELS_ALLOWED_ESTIMATOR_MODULES`` allows it: ``jobs.load_estimator``)."""
     return "sklearn.ensemble.HistGradientBoostingClassifier"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,21 +21,90 @@ from manymodels.config import ROW_BOUNDED_ARROW, PanelSpec, project_home
 from manymodels.validation import InputError, check_estimator, check_path, parse_bool
 
 
-def load_estimator(path: str, params: str | dict | None = None):
-    """``'sklearn.linear_model.Ridge'`` plus a JSON object of parameters -> an unfitted estimator."""
+# Extra module prefixes ``estimator`` / ``learner`` may name (comma-separated, e.g. ``xgboost,lightgbm``): set by
+# whoever configures the job's environment, deliberately not a job parameter (a job parameter could then allow itself).
+ALLOWED_MODULES_ENV = "MANYMODELS_ALLOWED_ESTIMATOR_MODULES"
+DEFAULT_ALLOWED_MODULES = ("sklearn", "manymodels")
+
+
+def estimator_module_prefixes(extra=()) -> tuple[str, ...]:
+    """The module prefixes an estimator path may start with: ``sklearn``, ``manymodels``, ``$MANYMODELS_ALLOWED_
+    ESTIMATOR_MODULES`` and ``extra``. A prefix matches whole dotted parts (``sklearn`` allows ``sklearn.svm.SVR``,
+    not ``sklearnx.Evil``); a prefix may also be one class's full path."""
+    if isinstance(extra, str):
+        extra = extra.split(",")
+    found = [*DEFAULT_ALLOWED_MODULES, *os.environ.get(ALLOWED_MODULES_ENV, "").split(","), *extra]
+    prefixes = []
+    for item in found:
+        prefix = str(item).strip().rstrip(".")
+        if not prefix:
+            continue
+        if not _is_dotted(prefix):
+            raise InputError(f"Allowed estimator module prefix {item!r} (from {ALLOWED_MODULES_ENV} or "
+                             "allowed_modules) is not a dotted module path: expected e.g. 'xgboost' or "
+                             "'mycompany.models'.")
+        prefixes.append(prefix)
+    return tuple(dict.fromkeys(prefixes))
+
+
+def _is_dotted(path: str) -> bool:
+    return bool(path) and all(part.isascii() and part.isidentifier() for part in path.split("."))
+
+
+def check_estimator_path(path: str, allowed=()) -> tuple[str, str]:
+    """Refuse an estimator path outside the allowed module prefixes, before anything is imported (importing a
+    module runs its code). Returns ``(module, class name)``."""
+    what = f"estimator {path!r}"
+    if not isinstance(path, str) or "." not in path.strip(".") or not _is_dotted(path):
+        raise InputError(f"{what}: expected the dotted path of an estimator class, such as "
+                         "'sklearn.linear_model.Ridge'.")
+    prefixes = estimator_module_prefixes(allowed)
+    if not any(path == p or path.startswith(p + ".") for p in prefixes):
+        raise InputError(
+            f"{what} is refused: only classes of the modules {', '.join(repr(p) for p in prefixes)} may be named "
+            "by a job parameter (importing a module runs its code). Fix: a scikit-learn estimator such as "
+            f"'sklearn.linear_model.Ridge', or allow its package where the job is configured: the environment "
+            f"variable {ALLOWED_MODULES_ENV}={path.split('.')[0]} (comma-separated), or allowed_modules= in Python.")
     module_name, _, cls_name = path.rpartition(".")
+    return module_name, cls_name
+
+
+def load_estimator(path: str, params: str | dict | None = None, *, allowed_modules=()):
+    """``'sklearn.linear_model.Ridge'`` plus a JSON object of parameters -> ``(unfitted estimator, params)``.
+
+    Used for ``estimator`` and ``learner`` job parameters: the path must start with an allowed module prefix
+    (``sklearn``, ``manymodels``, ``$MANYMODELS_ALLOWED_ESTIMATOR_MODULES``, ``allowed_modules``; checked before
+    any import) and name a subclass of scikit-learn's ``BaseEstimator`` (checked before it is instantiated).
+    Anything else is an ``InputError`` naming what was found and how to allow it."""
+    from sklearn.base import BaseEstimator
+
+    module_name, cls_name = check_estimator_path(path, allowed_modules)
+    params = _estimator_params(params)
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise InputError(f"estimator {path!r} cannot be imported ({exc}): expected a dotted path such as "
                          "'sklearn.linear_model.Ridge'.") from exc
+    if not isinstance(cls, type) or not issubclass(cls, BaseEstimator):
+        found = f"the class {cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else \
+            f"a {type(cls).__name__}, not a class"
+        raise InputError(f"estimator {path!r} is {found}: expected a scikit-learn estimator class (a subclass of "
+                         "sklearn.base.BaseEstimator), such as 'sklearn.linear_model.Ridge'.")
+    return cls(), params
+
+
+def _estimator_params(params: str | dict | None) -> dict:
     if isinstance(params, str):
         try:
             params = json.loads(params) if params.strip() else {}
         except json.JSONDecodeError as exc:
             raise InputError(f"estimator params {params!r} are not a JSON object ({exc}): expected e.g. "
                              '\'{"alpha": 0.5}\'.') from exc
-    return cls(), (params or {})
+    params = params or {}
+    if not isinstance(params, dict):
+        raise InputError(f"estimator params {params!r} are a {type(params).__name__}: expected a JSON object of "
+                         'parameter names and values, e.g. \'{"alpha": 0.5}\'.')
+    return params
 
 
 def default_input() -> str:
@@ -59,6 +129,8 @@ class Prepared:
 def prepare_data(panel: PanelSpec, out_dir: str | Path | None = None, *, layout: str = "parquet",
                  holdout_fraction: float = 0.05) -> Prepared:
     """Generate a panel, keep a random held-out batch aside, and write the training rows in the chosen layout(s)."""
+    if not (isinstance(holdout_fraction, (int, float)) and 0 <= holdout_fraction < 1):  # NaN fails the comparison
+        raise InputError(f"holdout_fraction={holdout_fraction!r}: expected a number in [0, 1), e.g. 0.05.")
     out = Path(out_dir) if out_dir else project_home() / "data" / "panel"
     out.mkdir(parents=True, exist_ok=True)
     rows, truth = data.make_panel(panel)
@@ -88,21 +160,25 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
                        experiment: str | None = None, location: str | None = None, fmt: str | None = None,
                        failure_policy: str = "record", seed: int = 42, min_rows: int = 10,
                        training_run_id: str | None = None, retrain: str = "all", model_format: str = "pickle5",
-                       trusted_types=()) -> TrainResult:
+                       trusted_types=(), allowed_modules=()) -> TrainResult:
     """Train per group, then log and register; the new model table becomes current only once its router
     version is registered, just before the alias moves (a run killed before that changes neither).
-    ``retrain``: ``all``, ``failed`` or ``changed`` (see ``retrain.py``)."""
+    ``retrain``: ``all``, ``failed`` or ``changed`` (see ``retrain.py``). ``allowed_modules``: module prefixes
+    ``estimator`` may name beyond ``sklearn``, ``manymodels`` and ``$MANYMODELS_ALLOWED_ESTIMATOR_MODULES``."""
     from manymodels import tracking
     from manymodels.training import train_per_group
 
-    est, est_params = load_estimator(estimator, params)
+    est, est_params = load_estimator(estimator, params, allowed_modules=allowed_modules)
     check_estimator(est, est_params)  # a bad estimator or parameter: before MLflow or Spark
     tracking.configure(experiment=experiment, create=False)  # reach the store (a bad URI fails now), make nothing
+    # a training run id already registered: its fingerprint, so that other input is refused before training
+    registered = tracking.registered_fingerprint(model_name, training_run_id)
     df = data.read_input(spark, source, key_cols=group_cols, feature_cols=feature_cols, label_col=label_col, fmt=fmt)
     t0 = time.perf_counter()
     table = train_per_group(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,
                             estimator=est, params=est_params, failure_policy=failure_policy, seed=seed,
                             min_rows=min_rows, training_run_id=training_run_id, location=location,
+                            expect_fingerprint=registered,
                             retrain=retrain, commit=False, model_format=model_format, trusted_types=tuple(trusted_types))
     t1 = time.perf_counter()
     ctx = tracking.configure(experiment=experiment)  # only now: bad input above leaves no empty experiment behind
@@ -210,15 +286,88 @@ def read_any(spark, source: str):
     return spark.read.parquet(source)
 
 
+# Where a scoring job may write a folder (comma-separated roots); set with the job's environment, not a parameter.
+OUTPUT_ROOT_ENV = "MANYMODELS_OUTPUT_ROOT"
+# Written into a scores folder after a successful write; only a folder holding it (or an empty one) is overwritten.
+SCORES_MARKER = "_MANYMODELS_SCORES"
+
+
+def output_roots(model_name: str = "") -> tuple[Path, ...]:
+    """The folders under which ``output_table`` may be a path: ``$MANYMODELS_OUTPUT_ROOT`` (comma-separated) when
+    set; else on Databricks ``/Volumes/<catalog>/<schema>`` of a Unity Catalog ``model_name`` (none for another
+    name: table names only); else the project's ``scores`` folder."""
+    from manymodels.config import on_databricks
+
+    configured = [r.strip() for r in os.environ.get(OUTPUT_ROOT_ENV, "").split(",") if r.strip()]
+    if configured:
+        return tuple(Path(os.path.abspath(r)) for r in configured)
+    if on_databricks():
+        parts = model_name.split(".")
+        return (Path("/Volumes", parts[0], parts[1]),) if len(parts) == 3 and all(parts) else ()
+    return (project_home() / "scores",)
+
+
+def check_output(output: str, *, model_name: str = "", input_path: str = "", roots=None) -> str:
+    """Decide on the driver, before anything is read or scored, that ``output`` may be (over)written; returns the
+    table name, or the path resolved (``..`` and symbolic links followed).
+
+    A table name (no ``/``) is accepted. A path must lie strictly inside one of ``roots`` (default:
+    ``output_roots(model_name)``), be a local or FUSE path (``/Volumes/...``; URIs such as ``s3://`` cannot be
+    checked), not hold the input, and either not exist, be an empty folder, or hold the ``_MANYMODELS_SCORES``
+    marker of a previous scores output. Anything else is an ``InputError`` naming the path."""
+    if "/" not in output:
+        return output
+    if "://" in output or output.split("/", 1)[0].endswith(":"):
+        raise InputError(f"output_table={output!r} is a URI: the job writes scores only to a table name or a folder "
+                         "it can check on the driver (a local path, or /Volumes/<catalog>/<schema>/<volume>/... on "
+                         "Databricks). Fix: pass a table name or such a folder.")
+    path = Path(output).resolve()
+    roots = output_roots(model_name) if roots is None else tuple(Path(r) for r in roots)
+    resolved_roots = [Path(r).resolve() for r in roots]
+    if not any(path != root and path.is_relative_to(root) for root in resolved_roots):
+        allowed = ", ".join(str(r) for r in resolved_roots) or "none (table names only)"
+        raise InputError(f"output_table={output!r} ({path}) is not inside an output root (roots: {allowed}): the "
+                         "scoring job overwrites its output, so it writes folders only where it is configured to. "
+                         f"Fix: a table name, a folder inside a root, or set {OUTPUT_ROOT_ENV} (comma-separated "
+                         "folders) where the job is configured.")
+    if str(path).startswith("/Volumes/") and not Path("/Volumes").is_dir():
+        raise InputError(f"output_table={output!r}: /Volumes is not mounted on this machine, so whether the "
+                         "folder holds a previous scores output cannot be checked. Fix: score on Databricks, or "
+                         "write a table.")
+    if input_path and "/" in input_path and "://" not in input_path:
+        source = Path(input_path).resolve()
+        if source == path or source.is_relative_to(path) or path.is_relative_to(source):
+            raise InputError(f"output_table={output!r} overlaps input_path={input_path!r}: overwriting it would "
+                             "delete the rows being scored. Fix: write the scores to another folder.")
+    if path.is_dir() and any(path.iterdir()) and not (path / SCORES_MARKER).is_file():
+        shown = ", ".join(sorted(p.name for p in path.iterdir())[:5])
+        raise InputError(f"output_table={output!r}: {path} exists and is not a previous scores output (no "
+                         f"{SCORES_MARKER} marker; it holds {shown}), so it is not overwritten. Fix: choose a new "
+                         "folder, or delete this one yourself if it is an interrupted scores output.")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output_table={output!r}: {path} is a file, not a scores folder; it is not overwritten. "
+                         "Fix: choose a new folder.")
+    return str(path)
+
+
+def write_scores_marker(path: str, *, model_version: str, rows: int) -> Path:
+    """Mark ``path`` as a scores output the next run may overwrite (JSON: model version, rows, time written)."""
+    marker = Path(path) / SCORES_MARKER
+    marker.write_text(json.dumps({"model_version": model_version, "rows": rows,
+                                  "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    return marker
+
+
 def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_router", alias: str = "champion",
                 output_table: str = "", passthrough_cols: str = "", experiment: str = "", shuffle: str = "true",
                 model_cache_mb: str = "") -> Scored:
     """The scoring job (notebook 05, ``manymodels score``, the nightly job's last task): score ``input_path``
     per group with the registered router ``models:/<model_name>@<alias>`` and write ``output_table``
-    (a table name, or a folder written as Parquet; default under the project folder). ``shuffle``: ``false``
-    for input already clustered by group (one file or partition per group); ``model_cache_mb``: the bound on
-    the models each Python worker keeps loaded (empty: ``$MANYMODELS_MODEL_CACHE_MB`` or 1024); see
-    ``inference.score_per_group``."""
+    (a table name, or a folder written as Parquet inside an output root, see ``check_output``; default under
+    the project folder). A folder is overwritten only if it is empty or holds the ``_MANYMODELS_SCORES`` marker
+    this function writes after a successful write. ``shuffle``: ``false`` for input already clustered by group
+    (one file or partition per group); ``model_cache_mb``: the bound on the models each Python worker keeps
+    loaded (empty: ``$MANYMODELS_MODEL_CACHE_MB`` or 1024); see ``inference.score_per_group``."""
     from manymodels.inference import score_per_group
     from manymodels.tracking import configure, model_name as full_name
     from manymodels.training import _session_conf
@@ -226,15 +375,16 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     shuffled = parse_bool("shuffle", shuffle)
     cache_mb = str(model_cache_mb).strip() or None
     serialization.cache_bytes(cache_mb)  # checked before anything is read
-    start = time.perf_counter()
-    configure(experiment=experiment or None, create=False)  # scoring logs nothing: no experiment is made
     source = input_path or default_input()
     check_path(source, "input_path")
+    default_output = project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name)
+    output = check_output(output_table or str(default_output), model_name=model_name, input_path=source)
+    start = time.perf_counter()
+    configure(experiment=experiment or None, create=False)  # scoring logs nothing: no experiment is made
     df = read_any(spark, source)
     keep = [c.strip() for c in passthrough_cols.split(",") if c.strip()]
     uri = f"models:/{full_name(model_name)}@{alias}"
     scored = score_per_group(df, uri, passthrough_cols=keep, shuffle=shuffled, model_cache_mb=cache_mb)
-    output = output_table or str(project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name))
     with _session_conf(spark, ROW_BOUNDED_ARROW):  # as the embedded session has it (config.ARROW_MAX_BYTES)
         if "/" in output:
             scored.write.mode("overwrite").parquet(output)
@@ -243,5 +393,7 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     written = spark.read.parquet(output) if "/" in output else spark.read.table(output)
     counts = {r["status"]: int(r["count"]) for r in written.groupBy("status").count().collect()}
     version = written.select("model_version").limit(1).collect()
-    return Scored(output, version[0][0] if version else uri, sum(counts.values()), counts,
-                  time.perf_counter() - start)
+    model_version = version[0][0] if version else uri
+    if "/" in output:
+        write_scores_marker(output, model_version=model_version, rows=sum(counts.values()))
+    return Scored(output, model_version, sum(counts.values()), counts, time.perf_counter() - start)

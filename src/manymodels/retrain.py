@@ -6,7 +6,10 @@ Every model-table row records two fingerprints:
   hash of each row's feature and label values, computed by Spark in the same aggregate that counts
   the rows). It does not depend on row order, partitioning or the number of input files.
 - ``spec_fingerprint``: everything else that decides a group's model (estimator class and
-  parameters, columns, seed, holdout, min_rows, ...), the same for every row of a run.
+  parameters, columns, seed, holdout, min_rows, ..., and the versions of scikit-learn, numpy and of
+  any other package an estimator class comes from), the same for every row of a run. An upgrade of
+  one of those libraries changes it, so ``retrain="changed"`` refits every group after an upgrade
+  instead of carrying models the new versions would not have produced.
 
 A group's model bytes are a function of both (seeds come from the configured seed and the key,
 rows are put in a content order before splitting), so a group whose fingerprints are unchanged
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import fields
 
 import pandas as pd
@@ -54,12 +58,31 @@ def data_fingerprints(stats: pd.DataFrame) -> pd.Series:
     return parts[0] + "-" + parts[1] + "-" + parts[2]
 
 
+def model_library_versions(estimator) -> dict[str, str]:
+    """The versions of the libraries that decide a fitted model's bytes: scikit-learn and numpy (read now, not
+    cached), plus the package of the estimator's class and of every estimator among its parameters (a Pipeline's
+    steps, an ensemble's base estimator), where that package has a ``__version__``."""
+    import numpy
+    import sklearn
+
+    versions = {"scikit-learn": str(sklearn.__version__), "numpy": str(numpy.__version__)}
+    classes = [type(estimator)] + [type(v) for v in estimator.get_params(deep=True).values() if hasattr(v, "fit")]
+    for cls in classes:
+        package = cls.__module__.split(".")[0]
+        module = sys.modules.get(package)
+        if package not in ("sklearn", "numpy", "builtins") and getattr(module, "__version__", None) is not None:
+            versions[package] = str(module.__version__)
+    return dict(sorted(versions.items()))
+
+
 def spec_fingerprint(spec) -> str:
-    """SHA-256 (first 16 hex digits) of the spec fields that decide a group's model."""
+    """SHA-256 (first 16 hex digits) of the spec fields that decide a group's model and of
+    ``model_library_versions`` of its estimator."""
     est = spec.estimator
     described = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in _NOT_MODEL_INPUTS}
     described["estimator"] = f"{type(est).__module__}.{type(est).__qualname__}"
     described["estimator_params"] = {k: repr(v) for k, v in sorted(est.get_params(deep=True).items())}
+    described["library_versions"] = model_library_versions(est)
     text = json.dumps(described, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

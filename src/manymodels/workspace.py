@@ -200,6 +200,7 @@ def run_job(w, job_id: int, parameters: dict[str, str] | None = None, *, only: l
     """Start the job with ``parameters`` (job parameter names = notebook widget names) and, when ``wait``,
     report every task state change until the run ends. Returns the final state and the run's URL; a
     failed run is returned (``succeeded`` False, failing tasks and their messages), not raised."""
+    timeout_s, poll_s = check_seconds("timeout", timeout_s), check_seconds("poll_s", poll_s)
     errors = _errors()
     try:
         waiter = w.jobs.run_now(job_id=job_id, job_parameters=dict(parameters or {}), only=only)
@@ -237,6 +238,34 @@ def run_job(w, job_id: int, parameters: dict[str, str] | None = None, *, only: l
 
 # ---------------------------------------------------------------- register step of the nightly job
 
+def check_fraction(name: str, value) -> float:
+    """A gate's fraction as a float in [0, 1]; NaN (every comparison with it is false, so a gate would pass or
+    fail whatever the run did), infinities and text that is not a number are an ``InputError`` naming ``name``."""
+    from manymodels.validation import InputError
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise InputError(f"{name}={value!r}: expected a number between 0 and 1, e.g. {name}=0.95 (NaN, "
+                         "infinities and text are refused: a gate compared with them decides nothing).")
+    return number
+
+
+def check_seconds(name: str, value) -> float:
+    """A positive, finite number of seconds (NaN would make a wait endless); else an ``InputError`` naming ``name``."""
+    from manymodels.validation import InputError
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0.0 < number < float("inf"):
+        raise InputError(f"{name}={value!r}: expected a positive, finite number of seconds, e.g. {name}=3600.")
+    return number
+
+
 @dataclass(frozen=True)
 class Promotion:
     model_name: str
@@ -250,6 +279,7 @@ def promote(w, model_name: str, alias: str = "challenger", champion_alias: str =
     """Move ``@champion_alias`` to the version ``@alias`` points at, if its training run passes the gate:
     ok groups / (ok + failed groups) >= ``min_ok_fraction`` (skipped groups, too small to train, do not
     count). Raises ``QualityGateError`` otherwise, leaving ``@champion_alias`` where it was."""
+    min_ok_fraction = check_fraction("min_ok_fraction", min_ok_fraction)
     errors = _errors()
     if model_name.count(".") != 2:
         raise WorkspaceError(f"model_name {model_name!r} is not a Unity Catalog name: expected catalog.schema.model.")
@@ -264,7 +294,7 @@ def promote(w, model_name: str, alias: str = "challenger", champion_alias: str =
                              "only per-group training runs (manymodels train) can be promoted by this gate.")
     ok, failed = metrics["groups_ok"], metrics.get("groups_failed", 0.0)
     fraction = ok / (ok + failed) if ok + failed else 0.0
-    if fraction < min_ok_fraction:
+    if not fraction >= min_ok_fraction:  # a NaN metric fails the gate too
         raise QualityGateError(
             f"{model_name} v{version.version} (@{alias}): {ok:.0f} groups ok, {failed:.0f} failed, ok fraction "
             f"{fraction:.3f} < min_ok_fraction {min_ok_fraction}; @{champion_alias} stays where it was. See the "
