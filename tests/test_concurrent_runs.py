@@ -52,15 +52,16 @@ def panel(tmp_path_factory):
     return str(path), rows[list(KEYS)].drop_duplicates()
 
 
-def start_child(run_id: str, input_path: str, url: str, tmp: Path) -> tuple[subprocess.Popen, Path]:
+def start_child(run_id: str, input_path: str, url: str, tmp: Path, table: Path | None = None,
+                model: str = MODEL, experiment: str = EXPERIMENT) -> tuple[subprocess.Popen, Path]:
     home = tmp / f"home-{run_id}"
     home.mkdir()
     env = {**os.environ, "MANYMODELS_HOME": str(home), "MLFLOW_TRACKING_URI": url, "PYTHONUNBUFFERED": "1",
            "MANYMODELS_PROGRESS_SECONDS": "1000"}
     env.pop("SPARK_REMOTE", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
-    args = {"run_id": run_id, "input": input_path, "model_name": MODEL, "alias": ALIAS, "experiment": EXPERIMENT,
-            "table": str(home / "tables" / "model_table")}
+    args = {"run_id": run_id, "input": input_path, "model_name": model, "alias": ALIAS, "experiment": experiment,
+            "table": str(table or home / "tables" / "model_table")}
     log = tmp / f"{run_id}.stderr"
     with log.open("wb") as err:
         proc = subprocess.Popen([sys.executable, str(CHILD), json.dumps(args)], stdin=subprocess.PIPE,
@@ -88,6 +89,56 @@ def overlap(a: list[float], b: list[float]) -> float:
     return min(a[1], b[1]) - max(a[0], b[0])
 
 
+def run_together(children: list, run_ids) -> dict:
+    """Start the children's training together; their ``RESULT`` lines by run id."""
+    results = {}
+    try:
+        for (proc, log), run_id in zip(children, run_ids):  # both Spark sessions up before either trains
+            line = proc.stdout.readline()
+            assert line.strip() == "READY", f"{run_id} did not start: {line!r}\n{log.read_text()[-3000:]}"
+        for proc, _ in children:
+            proc.stdin.write("GO\n")
+            proc.stdin.flush()
+        for (proc, log), run_id in zip(children, run_ids):
+            out, _ = proc.communicate(timeout=900)
+            assert proc.returncode == 0, \
+                f"{run_id} failed ({proc.returncode}):\n{out[-2000:]}\n{log.read_text()[-5000:]}"
+            found = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+            assert found, f"{run_id} printed no result:\n{out[-2000:]}"
+            results[run_id] = json.loads(found[-1][len("RESULT "):])
+    finally:
+        for proc, _ in children:
+            stop_group(proc)
+    return results
+
+
+@pytest.mark.slow
+def test_two_training_runs_on_one_location_end_with_its_table_and_the_alias_on_the_same_run(server, panel,
+                                                                                             tmp_path):
+    """Two runs at once committing to ONE model-table location and moving one alias: whatever the order of their
+    commits and alias writes, the location's current table and the alias name the same run, and that table is
+    complete."""
+    from mlflow import MlflowClient
+
+    from manymodels import model_store
+    from manymodels.tracking import RUN_TAG
+
+    input_path, groups = panel
+    shared, run_ids = tmp_path / "shared_table", ("one-location-a", "one-location-b")
+    results = run_together([start_child(r, input_path, server, tmp_path, shared, "one_location_router",
+                                        "one_location")
+                            for r in run_ids], run_ids)
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+    pointer = model_store.current(str(shared))
+    alias = client.get_model_version_by_alias("one_location_router", ALIAS)
+    assert alias.tags[RUN_TAG] == pointer["training_run_id"] in run_ids
+    assert pointer["registered"] == f"one_location_router/{alias.version}"
+    assert pointer["version"] == results[pointer["training_run_id"]]["table_version"]
+    rows = pd.read_parquet(pointer["version"], columns=[*KEYS, "training_run_id", "status"])
+    assert len(rows) == len(groups) and set(rows["training_run_id"]) == {pointer["training_run_id"]}
+    assert len(model_store.versions(str(shared))) == 2  # both written; one current
+
+
 @pytest.mark.slow
 def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tmp_path, mlflow_ctx):
     from mlflow import MlflowClient
@@ -99,25 +150,7 @@ def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tm
     from manymodels.tracking import RUN_TAG
 
     input_path, groups = panel
-    children = [start_child(run_id, input_path, server, tmp_path) for run_id in RUN_IDS]
-    results = {}
-    try:
-        for (proc, log), run_id in zip(children, RUN_IDS):  # both Spark sessions up before either trains
-            line = proc.stdout.readline()
-            assert line.strip() == "READY", f"{run_id} did not start: {line!r}\n{log.read_text()[-3000:]}"
-        for proc, _ in children:
-            proc.stdin.write("GO\n")
-            proc.stdin.flush()
-        for (proc, log), run_id in zip(children, RUN_IDS):
-            out, _ = proc.communicate(timeout=900)
-            assert proc.returncode == 0, \
-                f"{run_id} failed ({proc.returncode}):\n{out[-2000:]}\n{log.read_text()[-5000:]}"
-            found = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-            assert found, f"{run_id} printed no result:\n{out[-2000:]}"
-            results[run_id] = json.loads(found[-1][len("RESULT "):])
-    finally:
-        for proc, _ in children:
-            stop_group(proc)
+    results = run_together([start_child(run_id, input_path, server, tmp_path) for run_id in RUN_IDS], RUN_IDS)
 
     a, b = (results[r] for r in RUN_IDS)
     wall, logging = overlap([a["start"], a["end"]], [b["start"], b["end"]]), overlap(a["log"], b["log"])

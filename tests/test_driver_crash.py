@@ -126,3 +126,35 @@ def test_a_driver_killed_while_logging_then_rerun_leaves_no_duplicates(tmp_path,
         table = store.table()
         assert len(table) == N_GROUPS and not table.duplicated(["store", "item"]).any()
         assert table["training_run_id"].eq(run).all()
+
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory) -> Path:
+    rows, _ = make_panel(PanelSpec(n_groups=N_GROUPS, mean_rows=30, n_features=3, seed=8))
+    path = tmp_path_factory.mktemp("crash_input_changed") / "panel"
+    path.mkdir()
+    rows.assign(y=rows["y"] * 2).to_parquet(path / "part-0.parquet", index=False)
+    return path
+
+
+def test_a_run_id_registered_before_a_crash_is_refused_on_new_data_and_reused_on_its_own(tmp_path, data,
+                                                                                         other_data):
+    """The same training run id after a crash, rerun on other data: refused before anything is written (its
+    registered version names other models); rerun on its own data: reused, committed and aliased."""
+    home, location = tmp_path / "home", tmp_path / "table"
+    home.mkdir()
+    store = Store(home, location)
+    completed(child(home, data, location, "run-1", "none"))
+    killed(child(home, data, location, "run-2", "registered"))
+    before, tables = store.pointer(), model_store.versions(str(location))
+
+    refused = child(home, other_data, location, "run-2", "none")
+    assert refused.returncode != 0 and "TrainingRunConflict" in refused.stderr
+    assert "training_run_id 'run-2' is already registered" in refused.stderr
+    assert store.pointer() == before and store.alias() == "1"  # readers see run-1, as before the rerun
+    assert model_store.versions(str(location)) == tables  # no model table version written
+    assert len(store.versions("run-2")) == 1 and len(store.versions()) == 2
+
+    again = completed(child(home, data, location, "run-2", "none"))
+    assert again["reused"] and again["model_version"] == "2" and store.alias() == "2"
+    assert store.pointer()["training_run_id"] == "run-2"

@@ -93,10 +93,11 @@ version, out, batch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 tracking.BATCH_ROWS = batch
 router.ROW_GROUP = batch
 table = SimpleNamespace(version=version, spec=TrainSpec(group_cols=("store", "item"), feature_cols=("x0",),
-                                                        label_col="y", estimator=LinearRegression()))
+                                                        label_col="y", estimator=LinearRegression()),
+                        extra={}, training_run_id="memory", expected_index=lambda spark: None)
 pool_before = pa.default_memory_pool().max_memory()
 tracemalloc.start()
-metrics = tracking._stream_models(None, table, out)
+metrics, _ = tracking._stream_models(None, table, out)
 python_peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 packed = pq.ParquetFile(out / "router" / "models.parquet")

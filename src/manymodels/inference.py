@@ -21,8 +21,8 @@ A library-version mismatch between training and scoring warns (``RuntimeWarning`
 from __future__ import annotations
 
 import os
-import re
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,11 +31,13 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from manymodels import serialization
+from manymodels import model_index, serialization
 from manymodels.config import project_home
-from manymodels.router import (MODELS_FILE, PREDICT_FAILED, class_labels, predict_error, predict_isolated,
-                               read_blobs, read_index, read_policy, route_predict, rows_of)
+from manymodels.model_index import INDEX_FILE, ModelIndex
+from manymodels.router import (MODELS_FILE, PREDICT_FAILED, REFUSED, class_labels, load_index, predict_error,
+                               predict_isolated, read_blobs, route_predict, rows_of)
 from manymodels.schemas import quoted
+from manymodels.serialization import ModelIntegrityError
 from manymodels.session import cols, map_in_pandas
 from manymodels.validation import InputError, short_list
 from manymodels.worker_process import freeze_imports, native_threads
@@ -56,6 +58,7 @@ class GroupModels:
     run_label: str
     feature_types: dict = field(default_factory=dict)  # column -> MLflow type from the signature
     pass_dataframe: bool = False  # the models were trained on a DataFrame with the feature names
+    index_sha256: str = ""  # of the store's index file, as registered (or as packed from the model table)
 
 
 # ---------------------------------------------------------------- driver-side checks (pure)
@@ -102,54 +105,113 @@ def resolve_group_models(spark, source, *, staging_dir: str | None = None) -> Gr
                          "'models:/<name>/<version>' or an MLflow run id of a training run.")
     from manymodels import tracking
 
-    return tracking.router_models(source, staging_dir or str(_staging_root()), stage=_stage_file)
+    return tracking.router_models(source, staging_dir or str(_staging_root()), stage=stage_registered)
 
 
 def _staging_root() -> Path:
     return project_home() / "scoring"
 
 
-def _stage_file(src: Path, staging: str, name: str) -> str:
-    """Copy a packed store to ``staging/name`` (once: the name carries the version) and return the folder."""
-    folder = Path(staging) / re.sub(r"[^\w.@=-]", "_", name)
-    if not (folder / MODELS_FILE).exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{MODELS_FILE}.{os.getpid()}"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, folder / MODELS_FILE)
+def _staged_index(folder: Path, sha: str | None = None) -> ModelIndex | None:
+    """The index of a staged store when it is there whole (and, with ``sha``, has that SHA-256), else None."""
+    if not (folder / INDEX_FILE).exists() or not (folder / MODELS_FILE).exists():
+        return None
+    try:
+        index = model_index.read(folder / INDEX_FILE, sha)
+    except (ModelIntegrityError, OSError, ValueError):
+        return None
+    return index if (folder / MODELS_FILE).stat().st_size == index.meta.get("models_bytes") else None
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Move a fully written staging folder into place; a concurrent stager's identical copy may win."""
+    if folder.exists():  # incomplete or stale: set aside, then replaced
+        shutil.rmtree(folder.with_name(folder.name + ".old"), ignore_errors=True)
+        try:
+            os.replace(folder, folder.with_name(folder.name + ".old"))
+        except OSError:
+            pass
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process published the same content first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stage_registered(index_file: Path, index: ModelIndex, fetch_models, staging: str) -> str:
+    """Stage a registered store under ``staging/reg-<index SHA-256>`` (once per content: never stale): its index
+    (already checked against the version's tag) and its ``models.parquet``, fetched by ``fetch_models(dest)`` and
+    checked against the index's SHA-256 of it before it is published. Returns the folder."""
+    folder = Path(staging) / f"reg-{index.sha256[:40]}"
+    if _staged_index(folder, index.sha256) is not None:
+        return str(folder)
+    tmp = Path(staging) / f".reg-{index.sha256[:16]}.{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    try:
+        fetch_models(tmp / MODELS_FILE)
+        found = model_index.file_sha256(tmp / MODELS_FILE)
+        if found != index.meta.get("models_sha256"):
+            raise ModelIntegrityError(f"the packed models of {index.meta.get('label', 'this version')} have SHA-256 "
+                                      f"{found}, but its index records {index.meta.get('models_sha256')}: the "
+                                      "registry's copy was changed after registration.")
+        shutil.copyfile(index_file, tmp / INDEX_FILE)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _publish(tmp, folder)
     return str(folder)
 
 
 def _from_model_table(spark, table, staging_dir: str | None) -> GroupModels:
+    """A model table's store, packed once per content under ``staging/table-<digest>`` and checked against the
+    index its training run captured when it wrote the table: an edited group is ``refused`` (``PackedModels``)."""
     from manymodels.router import PackedModels
     from manymodels.tracking import iter_model_table
 
     keys = list(table.spec.group_cols)
-    folder = Path(staging_dir or _staging_root()) / re.sub(r"[^\w.-]", "_", Path(table.version).name or "table")
-    if not (folder / MODELS_FILE).exists():
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        with PackedModels(tmp, policy=serialization.LoadPolicy.of(table.spec)) as packed:
+    expected = table.expected_index(spark)
+    digest = model_index.content_digest((k, *v) for k, v in expected.items())
+    staging = Path(staging_dir or _staging_root())
+    folder = staging / f"table-{digest[:40]}"
+    index = _staged_index(folder)
+    if index is None or not _agrees(index.entries, expected):
+        tmp = staging / f".table-{digest[:16]}.{uuid.uuid4().hex}"
+        where = f"training run {table.training_run_id}"
+        with PackedModels(tmp, policy=serialization.LoadPolicy.of(table.spec), expected=expected, strict=False,
+                          where=where, meta={"training_run_id": table.training_run_id}) as packed:
             for batch in iter_model_table(spark, table, keys + ["status", "error", "model_sha256",
                                                                 "library_versions", "model_format", "model"]):
                 packed.add(batch, keys)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        _publish(tmp, folder)
+        index = _staged_index(folder)
     return GroupModels(str(folder), tuple(keys), tuple(table.spec.feature_cols), table.extra.get("task", "regression"),
                        table.training_run_id, f"training run {table.training_run_id}",
-                       pass_dataframe=table.spec.pass_dataframe)
+                       pass_dataframe=table.spec.pass_dataframe, index_sha256=index.sha256)
+
+
+def _agrees(entries: dict, expected: dict) -> bool:
+    """A staged index serves exactly ``expected`` (groups it refused aside)."""
+    if set(entries) != set(expected):
+        return False
+    return all(e["status"] == REFUSED or (e["status"], e["model_sha256"], e["model_format"]) == tuple(expected[k])
+               for k, e in entries.items())
 
 
 # ---------------------------------------------------------------- per-group: the UDF (workers)
 
-_INDEXES: dict[str, tuple] = {}  # store folder -> (index, load policy), once per worker process
+_INDEXES: dict[tuple, ModelIndex] = {}  # (store folder, index SHA-256) -> index, once per worker process
 
 
-def _index(store: str) -> tuple[dict, serialization.LoadPolicy]:
-    found = _INDEXES.get(store)
+def _index(models: GroupModels) -> tuple[ModelIndex | None, str | None]:
+    """The store's index, checked against ``models.index_sha256`` (read once per process), or why not."""
+    key = (models.store, models.index_sha256)
+    found = _INDEXES.get(key)
     if found is None:
-        path = Path(store) / MODELS_FILE
-        found = _INDEXES[store] = (read_index(path), read_policy(path))
-    return found
+        try:
+            found = load_index(models.store, models.index_sha256 or None, what=models.version)
+        except ModelIntegrityError as exc:  # every row of this batch is refused, naming its group
+            return None, str(exc)
+        _INDEXES[key] = found
+    return found, None
 
 
 def _log_loads(folder: str | None, seen: int) -> int:
@@ -168,7 +230,7 @@ def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels,
     the worker's models fit in ``cache_bytes`` (``serialization.ModelCache``). A row its model cannot
     predict gets ``status="predict_failed"`` (``router.route_predict``); the batch goes on."""
     store = Path(models.store) / MODELS_FILE
-    index, policy = _index(models.store)
+    index, refusal = _index(models)
     if cache_bytes is not None:
         serialization.MODEL_CACHE.limit(cache_bytes)
     seen = serialization.MODEL_CACHE.loads
@@ -176,10 +238,11 @@ def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels,
     for batch in batches:
         if not len(batch):
             continue
-        out = route_predict(batch, key_cols=models.key_cols, feature_cols=models.feature_cols, index=index,
-                            load_blobs=partial(read_blobs, store), run_label=models.run_label,
-                            pass_dataframe=models.pass_dataframe, with_proba=models.task == "classification",
-                            policy=policy)
+        out = route_predict(batch, key_cols=models.key_cols, feature_cols=models.feature_cols,
+                            index=index.entries if index else {}, load_blobs=partial(read_blobs, store),
+                            run_label=models.run_label, pass_dataframe=models.pass_dataframe,
+                            with_proba=models.task == "classification", policy=index.policy if index else None,
+                            refuse_all=refusal)
         seen = _log_loads(load_log, seen)
         yield _finish(out, batch, passthrough, models.version, models.task)
 

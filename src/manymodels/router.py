@@ -2,14 +2,13 @@
 predicts each row with its group's model; this module, which never imports mlflow, does the work for it and for
 the Python workers of ``inference.score_per_group``.
 
-Its artifact is one Parquet file (``models.parquet``: canonical key, status, error, SHA-256, library
+Its artifacts are two Parquet files: ``models.parquet`` (canonical key, status, error, SHA-256, library
 versions, model format, model bytes) written in row groups of ``ROW_GROUP`` models, so that logging copies
-one file however many groups there are. The file's metadata holds the training run's
-``serialization.LoadPolicy`` (its model format and, for skops, the trusted types), so the router and every
-staged copy of the store carry it without another file. ``load_context`` reads every column but the bytes
-(the index); the first batch that needs a group's model reads its row group, checks the SHA-256 (and, for
-skops, the trusted types) and deserializes it into the process-wide ``MODEL_CACHE``: each model is loaded
-once per process.
+one file however many groups there are, and its index (``model_index``: key, SHA-256, format, size and the
+position of every model, with the training run's ``serialization.LoadPolicy`` in its metadata), the one
+authority on checksums, formats and policy. ``load_context`` reads the index; the first batch that needs a
+group's model reads its row group, checks the SHA-256 the index records (and, for skops, the trusted types)
+and deserializes it into the process-wide ``MODEL_CACHE``: each model is loaded once per process.
 
 Output columns: the key columns, ``prediction``, ``status`` (``ok``, ``unknown_group``, the group's
 training status, ``refused``: its stored model failed the checksum or the trusted types and was not
@@ -26,20 +25,23 @@ import pandas as pd
 
 from manymodels.fitting import batch_settings
 from manymodels.keys import canonical_key, key_text
-from manymodels.serialization import DEFAULT_POLICY, MODEL_CACHE, MODEL_FORMAT, LoadPolicy, ModelRefusedError
+from manymodels import model_index
+from manymodels.model_index import INDEX_FILE
+from manymodels.serialization import (DEFAULT_POLICY, MODEL_CACHE, MODEL_FORMAT, LoadPolicy, ModelIntegrityError,
+                                     ModelRefusedError, sha256)
 
 UNKNOWN_GROUP = "unknown_group"
 REFUSED = "refused"  # the stored model failed its checksum or trusted-types check: not loaded, not used
 PREDICT_FAILED = "predict_failed"  # the model raised on this row (a NaN its estimator refuses, say)
 ISOLATE_ROWS = 16  # failing rows bisected out per predict call before the rest of a failing range is given up
-POLICY_KEY = b"manymodels.load_policy"
+POLICY_KEY = model_index.POLICY_KEY
 MODELS_FILE = "models.parquet"
 ROW_GROUP = 512
 
 
 def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load_blobs, run_label: str = "",
                   pass_dataframe: bool = False, with_proba: bool = False,
-                  policy: LoadPolicy | None = None) -> pd.DataFrame:
+                  policy: LoadPolicy | None = None, refuse_all: str | None = None) -> pd.DataFrame:
     """Predict every row of ``df`` with its group's model.
 
     Pure: ``index`` maps a canonical key to its entry (status, error, model_sha256, library_versions, ...);
@@ -51,7 +53,8 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
     (checksum mismatch, untrusted types) gets ``status="refused"`` and the reason, naming group and run.
     One ``predict`` call per group; when it raises, the group's rows are bisected (``predict_isolated``) so
     the rows that can be predicted are, and the others get a null prediction, ``status="predict_failed"``
-    and the exception, naming group and run.
+    and the exception, naming group and run. ``refuse_all``: why no model of this version may be loaded (its
+    index failed its check); every row is then ``refused`` with the reason, naming its group.
     """
     n = len(df)
     prediction = np.full(n, np.nan, dtype=object)
@@ -63,14 +66,24 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
         X_all = X_all.to_numpy(dtype="float64", na_value=np.nan)
     groups = [(key, positions, index.get(canonical_key(key)))
               for key, positions in df.groupby(list(key_cols), sort=False, dropna=False).indices.items()]
-    missing = [e for _, _, e in groups if e is not None and e["status"] == "ok" and e["model_sha256"] not in MODEL_CACHE]
+    missing = [] if refuse_all else [e for _, _, e in groups if e is not None and e["status"] == "ok" and
+                                      (e["model_sha256"], _format(e)) not in MODEL_CACHE]
     blobs = load_blobs(missing) if missing else {}
     with batch_settings(X_all):  # one NaN/inf scan for the batch instead of one per group's predict
         for key, positions, entry in groups:
             where = key_text(tuple(key_cols), key)
+            if refuse_all:  # the index itself failed its check: nothing of this version is loaded
+                status[positions] = REFUSED
+                error[positions] = (f"ModelIntegrityError: Refusing to load model group {where} of {run_label}: "
+                                    f"{refuse_all}")
+                continue
             if entry is None:
                 status[positions] = UNKNOWN_GROUP
                 error[positions] = f"no model for group {where} in {run_label or 'this training run'}"
+                continue
+            if entry["status"] == REFUSED:  # refused when its store was packed: the entry says why
+                status[positions] = REFUSED
+                error[positions] = entry["error"]
                 continue
             if entry["status"] != "ok":
                 status[positions] = entry["status"]
@@ -81,7 +94,7 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
                 model = MODEL_CACHE.get(lambda: blobs[sha] if sha in blobs else load_blobs([entry])[sha], sha,
                                         where=f"group {where} of {run_label}",
                                         versions=entry["library_versions"],
-                                        model_format=entry.get("model_format") or MODEL_FORMAT, policy=policy)
+                                        model_format=_format(entry), policy=policy)
             except ModelRefusedError as exc:  # this group only: its rows say why, the others still score
                 status[positions] = REFUSED
                 error[positions] = f"{type(exc).__name__}: {exc}"
@@ -106,6 +119,10 @@ def route_predict(df: pd.DataFrame, *, key_cols, feature_cols, index: dict, load
     out["status"] = status
     out["error"] = error
     return out
+
+
+def _format(entry: dict) -> str:
+    return entry.get("model_format") or MODEL_FORMAT
 
 
 def rows_of(X, start: int, stop: int):
@@ -173,15 +190,31 @@ def class_labels(prediction: pd.Series) -> pd.Series:
 
 
 class PackedModels:
-    """Writer of the router's ``models.parquet``: fed model-table batches, one row group per ``ROW_GROUP`` rows."""
+    """Writer of the router's ``models.parquet`` (one row group per ``ROW_GROUP`` rows) and of its index
+    (``model_index.INDEX_FILE``), fed model-table batches.
+
+    Every model's SHA-256 is computed here from its bytes. With ``expected`` (canonical key -> ``(status,
+    model SHA-256, model format)``, the index the training run captured when it wrote its table) every row must
+    match it and every expected group must come: a model table edited after training (a blob and its checksum
+    changed together, say) is refused with ``ModelIntegrityError`` naming the group, before anything is logged.
+    """
 
     SCHEMA_COLUMNS = ("key", "status", "error", "model_sha256", "library_versions", "model_format", "model")
 
-    def __init__(self, folder: Path, policy: LoadPolicy | None = None):
-        """``policy``: the training run's ``LoadPolicy`` (``LoadPolicy.of(spec)``), stored in the file's metadata."""
+    def __init__(self, folder: Path, policy: LoadPolicy | None = None, *, expected: dict | None = None,
+                 strict: bool = True, meta: dict | None = None, where: str = ""):
+        """``policy``: the training run's ``LoadPolicy`` (``LoadPolicy.of(spec)``), stored with the index.
+        ``strict=False`` (a store staged for scoring) does not raise for a group that differs from ``expected``:
+        its index entry is ``refused`` with the reason, and only that group goes unscored."""
         self.policy = policy or DEFAULT_POLICY
         self.path = Path(folder) / MODELS_FILE
+        self.index_path = Path(folder) / INDEX_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.expected = None if expected is None else dict(expected)
+        self.strict, self.meta, self.where = strict, dict(meta or {}), where
+        self.records: list[dict] = []
+        self.index_sha256 = ""
+        self.digest = ""
         self._pending: list[pd.DataFrame] = []
         self._n_pending = 0
         self._writer = None
@@ -190,14 +223,46 @@ class PackedModels:
         return self
 
     def add(self, batch: pd.DataFrame, key_cols) -> None:
-        keys = [list(canonical_key(k)) for k in batch[list(key_cols)].itertuples(index=False, name=None)]
-        frame = batch.loc[:, ["status", "error", "model_sha256", "library_versions", "model"]].assign(key=keys)
+        keys = [canonical_key(k) for k in batch[list(key_cols)].itertuples(index=False, name=None)]
+        frame = batch.loc[:, ["status", "error", "library_versions", "model"]].assign(key=[list(k) for k in keys])
         # the format each row was written in; a batch without the column is all in the run's format
-        frame["model_format"] = batch["model_format"] if "model_format" in batch else self.policy.model_format
+        formats = batch["model_format"] if "model_format" in batch else pd.Series(None, index=batch.index)
+        frame["model_format"] = formats.fillna(self.policy.model_format).to_numpy()
+        frame["model_sha256"] = [sha256(bytes(b)) if isinstance(b, (bytes, bytearray, memoryview)) else None
+                                 for b in frame["model"]]
+        start = len(self.records)
+        rows = frame.loc[:, ["status", "error", "model_sha256", "library_versions", "model_format", "model"]]
+        for i, (key, rec) in enumerate(zip(keys, rows.itertuples(index=False))):
+            ok = rec.status == "ok"
+            entry = {"key": key, "status": rec.status, "error": rec.error,
+                     "model_sha256": rec.model_sha256 if ok else None,
+                     "library_versions": rec.library_versions, "model_format": rec.model_format if ok else None,
+                     "size": len(rec.model) if ok and rec.model is not None else 0,
+                     "row_group": (start + i) // ROW_GROUP, "row": (start + i) % ROW_GROUP}
+            self.records.append(self._checked(entry, key_cols))
         self._pending.append(frame.loc[:, list(self.SCHEMA_COLUMNS)])
         self._n_pending += len(frame)
         while self._n_pending >= ROW_GROUP:
             self._flush(ROW_GROUP)
+
+    def _checked(self, entry: dict, key_cols) -> dict:
+        """``entry`` as it may be indexed: checked against ``expected`` (raising when ``strict``)."""
+        if self.expected is None:
+            return entry
+        key = entry["key"]
+        want = self.expected.pop(key, None)
+        got = (entry["status"], entry["model_sha256"], entry["model_format"])
+        if want is not None and tuple(want) == got:
+            return entry
+        where = f"group {key_text(tuple(key_cols), key)} of {self.where or 'this training run'}"
+        found = "is not one of the groups it wrote" if want is None else \
+            f"has (status, SHA-256, format) {got} but the training run wrote {tuple(want)}"
+        if self.strict:
+            raise ModelIntegrityError(f"Refusing to log {where}: the model table {found}. It was changed after "
+                                      "training; train again (a new training_run_id) or restore the table.")
+        return {**entry, "status": REFUSED,
+                "error": f"ModelIntegrityError: Refusing to load model {where}: the model table {found}. It was "
+                         "changed after training; retrain the group or restore the original model table."}
 
     def _flush(self, n: int) -> None:
         import pyarrow as pa
@@ -211,15 +276,28 @@ class PackedModels:
         self._writer.write_table(table, row_group_size=n)
         self._pending, self._n_pending = ([rest] if len(rest) else []), len(rest)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         import pyarrow.parquet as pq
 
-        if self._n_pending:
+        if self._n_pending and exc_type is None:
             self._flush(self._n_pending)
         if self._writer is None:  # no groups at all: an empty file with the schema
             pq.write_table(_packed_schema(self.policy).empty_table(), self.path)
         else:
             self._writer.close()
+        if exc_type is not None:
+            return
+        if self.expected and self.strict:  # groups the training run wrote that the table no longer has
+            key = next(iter(self.expected))
+            raise ModelIntegrityError(
+                f"Refusing to log {self.where or 'the model table'}: group {key} was written by the training run "
+                f"but is missing from its table ({len(self.expected)} group(s) missing). Restore the table or train "
+                "again.")
+        meta = {**self.meta, "models_sha256": model_index.file_sha256(self.path),
+                "models_bytes": self.path.stat().st_size}
+        self.index_sha256 = model_index.write(self.index_path, self.records, self.policy, meta)
+        self.digest = model_index.content_digest((r["key"], r["status"], r["model_sha256"], r["model_format"])
+                                                 for r in self.records)
 
 
 def _packed_schema(policy: LoadPolicy = DEFAULT_POLICY):
@@ -253,6 +331,17 @@ def read_index(path: str | Path) -> dict:
             rec.update(row_group=rg, row=row)
             index[tuple(rec.pop("key"))] = rec
     return index
+
+
+def load_index(folder: str | Path, expected_sha256: str | None = None, *, what: str = "") -> model_index.ModelIndex:
+    """The index of the packed store in ``folder``: its ``index.parquet`` (checked against ``expected_sha256`` when
+    given); a store registered before it had one reads its index and policy from ``models.parquet`` itself."""
+    folder = Path(folder)
+    if (folder / INDEX_FILE).exists():
+        return model_index.read(folder / INDEX_FILE, expected_sha256, what=what)
+    if expected_sha256:
+        raise ModelIntegrityError(f"the index of {what or folder} is missing from {folder}: stage the version again.")
+    return model_index.ModelIndex(read_index(folder / MODELS_FILE), read_policy(folder / MODELS_FILE))
 
 
 def read_blobs(path: str | Path, entries: list[dict]) -> dict[str, bytes]:

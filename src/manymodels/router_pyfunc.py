@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from manymodels.router import MODELS_FILE, class_labels, read_blobs, read_index, read_policy, route_predict
+from manymodels.router import MODELS_FILE, class_labels, load_index, read_blobs, route_predict
 from manymodels.serialization import LoadPolicy
 
 
@@ -29,9 +29,11 @@ class GroupRouter(mlflow.pyfunc.PythonModel):
         self._policy: LoadPolicy | None = None
 
     def load_context(self, context):
+        """The index (checksums, formats) and the load policy come from the version's index file, never from the
+        ``models.parquet`` that holds the blobs (``model_index``)."""
         self._root = Path(context.artifacts["group_models"])
-        self._index = read_index(self._root / MODELS_FILE)
-        self._policy = read_policy(self._root / MODELS_FILE)
+        index = load_index(self._root, what=f"training run {self.training_run_id}")
+        self._index, self._policy = index.entries, index.policy
 
     def _load_blobs(self, entries: list[dict]) -> dict[str, bytes]:
         return read_blobs(self._root / MODELS_FILE, entries)

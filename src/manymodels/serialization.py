@@ -10,9 +10,9 @@ and recorded per row (``model_format`` column):
   checked at training (a model with other types fails its group there) and again at every load.
 
 The format dispatch is one dict lookup (``_DUMPERS`` / ``_LOADERS``). What a loader may accept (the
-format a training run wrote and its trusted types) is a ``LoadPolicy``, written by the driver next to
-the packed models it governs (``router.PackedModels``). The cache lives in this importable module, so a
-Python worker (or a pyfunc process) loads each model at most once, keyed by the checksum, while it
+format a training run wrote and its trusted types) is a ``LoadPolicy``, written by the driver into the
+index of the packed models it governs (``model_index``). The cache lives in this importable module, so a
+Python worker (or a pyfunc process) loads each model at most once, keyed by (checksum, format), while it
 stays within the cache's bound on bytes held (``ModelCache``, ``$MANYMODELS_MODEL_CACHE_MB``).
 """
 from __future__ import annotations
@@ -250,13 +250,19 @@ def loads(blob: bytes, expected_sha256: str, *, where: str = "", model_format: s
         )
     fmt = model_format or MODEL_FORMAT
     policy = policy or DEFAULT_POLICY
-    loader = _LOADERS.get(fmt)
-    if loader is None or (policy.model_format == SKOPS and fmt != SKOPS):
+    check_policy(fmt, policy, where)
+    return _LOADERS[fmt](blob, policy.trusted_types, where)
+
+
+def check_policy(model_format: str, policy: LoadPolicy | None, where: str = "") -> None:
+    """``UntrustedModelError`` unless ``policy`` lets a model in ``model_format`` load (skops runs load only skops)."""
+    policy = policy or DEFAULT_POLICY
+    known = model_format in _LOADERS
+    if not known or (policy.model_format == SKOPS and model_format != SKOPS):
         raise UntrustedModelError(
-            f"Refusing to load model {where or '(unnamed)'}: its format is {fmt!r} but "
-            f"{'its training run stores only skops models' if loader else f'expected one of {MODEL_FORMATS}'}. "
+            f"Refusing to load model {where or '(unnamed)'}: its format is {model_format!r} but "
+            f"{'its training run stores only skops models' if known else f'expected one of {MODEL_FORMATS}'}. "
             "Restore the original model table or retrain the group.")
-    return loader(blob, policy.trusted_types, where)
 
 
 def check_format(model_format: str, extra_trusted) -> tuple[str, ...]:
@@ -357,7 +363,8 @@ LOAD_HISTORY = 65_536
 
 
 class ModelCache:
-    """Loaded models keyed by SHA-256; each blob is deserialized at most once per process while it stays cached.
+    """Loaded models keyed by (SHA-256, format); each blob is deserialized at most once per process while it stays
+    cached.
 
     Python workers live as long as their executor and serve every job of it, so a cache that only grows
     would keep every model of every nightly run. The cache is bounded by the serialized bytes of the models
@@ -367,7 +374,7 @@ class ModelCache:
     """
 
     def __init__(self, max_bytes: int | None = None, history: int = LOAD_HISTORY) -> None:
-        self._models: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], tuple[object, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.max_bytes = _bound_from_environment() if max_bytes is None else max_bytes
         self.bytes = 0  # serialized bytes of the models held
@@ -381,22 +388,27 @@ class ModelCache:
             n = min(self.loads - count, len(self.loaded))
             return list(islice(self.loaded, len(self.loaded) - n, None)) if n > 0 else []
 
-    def __contains__(self, sha: str) -> bool:
-        return sha in self._models
+    def __contains__(self, key) -> bool:
+        """``(sha, format)`` (or a bare SHA-256: the default format) is loaded."""
+        return (key if isinstance(key, tuple) else (key, MODEL_FORMAT)) in self._models
 
     def get(self, blob_or_loader, sha: str, *, where: str = "", versions: str | None = None,
             model_format: str | None = MODEL_FORMAT, policy: LoadPolicy | None = None) -> object:
-        """The model of ``sha``, deserialized on first use (checksum, format and trusted types checked
-        first, see ``loads``; a library-version mismatch warns once, at that load)."""
+        """The model of ``sha`` in ``model_format``, deserialized on first use (checksum, format and trusted types
+        checked first, see ``loads``; a library-version mismatch warns once, at that load). Keyed by (SHA-256,
+        format), and the policy is checked on every hit too: a cached pickle never serves a skops-only run."""
+        fmt = model_format or MODEL_FORMAT
+        key = (sha, fmt)
         with self._lock:
-            entry = self._models.get(sha)
+            entry = self._models.get(key)
             if entry is not None:
-                self._models.move_to_end(sha)
+                check_policy(fmt, policy, where)
+                self._models.move_to_end(key)
                 return entry[0]
             blob = blob_or_loader() if callable(blob_or_loader) else blob_or_loader
-            model = loads(blob, sha, where=where, model_format=model_format, policy=policy)
+            model = loads(blob, sha, where=where, model_format=fmt, policy=policy)
             warn_on_version_mismatch(versions, where)
-            self._models[sha] = (model, len(blob))
+            self._models[key] = (model, len(blob))
             self.bytes += len(blob)
             self.loads += 1
             self.loaded.append(sha)

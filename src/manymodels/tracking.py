@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from manymodels import model_store, serialization
+from manymodels import model_index, model_store, serialization
 from manymodels.config import on_databricks, project_home
 from manymodels.keys import key_path
+from manymodels.mlflow_filters import equals, tag_equals
 from manymodels.router import PackedModels
 from manymodels.schemas import METRIC_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 
 RUN_TAG = "manymodels.training_run_id"
+FINGERPRINT_TAG = "manymodels.run_fingerprint"  # model_index.run_fingerprint of the registered training run
+INDEX_TAG = "manymodels.index_sha256"  # SHA-256 of the version's model index (router) or model files (one model)
+FORMAT_TAG = "manymodels.model_format"  # one model: the serialization format it was registered in
 DEFAULT_EXPERIMENT = "manymodels"
 DEFAULT_MODEL_NAME = "manymodels_router"
 SPARK_TO_MLFLOW = {"bigint": "long", "int": "integer", "smallint": "integer", "tinyint": "integer",
@@ -53,6 +59,7 @@ class LoggedTraining:
     alias: str
     model_uri: str  # models:/<name>@<alias>
     reused: bool
+    alias_version: str = ""  # where the alias points now: this version, or a concurrent run's that committed later
 
 
 def local_tracking_uri() -> str:
@@ -106,7 +113,8 @@ def ui_command(ctx: TrackingContext) -> str:
 def _find_run(ctx: TrackingContext, training_run_id: str) -> str | None:
     import mlflow
 
-    runs = mlflow.search_runs([ctx.experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{training_run_id}'",
+    by_run = tag_equals(RUN_TAG, training_run_id, "training_run_id")  # quoted, or refused naming it
+    runs = mlflow.search_runs([ctx.experiment_id], filter_string=by_run,
                               output_format="list", max_results=1)
     return runs[0].info.run_id if runs else None
 
@@ -154,16 +162,22 @@ def iter_model_table(spark, table, columns: list[str]):
         yield pd.DataFrame(rows, columns=columns)
 
 
-def _stream_models(spark, table, out: Path) -> pd.DataFrame:
-    """Write every ok group's model to ``out/models/<key path>.pkl`` and the router's packed store
-    (``out/router``); return the per-group metrics (no blobs)."""
+def _stream_models(spark, table, out: Path) -> tuple[pd.DataFrame, "PackedModels"]:
+    """Write every ok group's model to ``out/models/<key path>.pkl`` and the router's packed store and index
+    (``out/router``), every model checked against what the training run wrote (``ModelTable.expected_index``);
+    return the per-group metrics (no blobs) and the store's writer (its index SHA-256)."""
     keys = list(table.spec.group_cols)
     cols = keys + ["status", "error", "n_rows", "fit_seconds", *METRIC_COLUMNS, "model", "model_sha256",
                    "library_versions", "task_attempt", "data_fingerprint", "carried_from", "model_format"]
     frames = []
     made_dirs: set[Path] = set()
     suffix = serialization.extension(table.spec.model_format)  # pkl or skops
-    with PackedModels(out / "router", policy=serialization.LoadPolicy.of(table.spec)) as packed:
+    spec = table.spec
+    meta = {"key_cols": list(spec.group_cols), "feature_cols": list(spec.feature_cols),
+            "task": table.extra.get("task", "regression"), "training_run_id": table.training_run_id,
+            "pass_dataframe": bool(spec.pass_dataframe)}
+    with PackedModels(out / "router", policy=serialization.LoadPolicy.of(spec), expected=table.expected_index(spark),
+                      meta=meta, where=f"training run {table.training_run_id}") as packed:
         for batch in iter_model_table(spark, table, cols):
             paths = []
             for values, status, blob in zip(batch[keys].itertuples(index=False, name=None), batch["status"],
@@ -178,7 +192,7 @@ def _stream_models(spark, table, out: Path) -> pd.DataFrame:
                 paths.append(rel)
             packed.add(batch, keys)
             frames.append(batch.drop(columns=["model"]).assign(artifact_path=paths))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)), packed
 
 
 def summary_metrics(metrics: pd.DataFrame) -> dict[str, float]:
@@ -239,88 +253,161 @@ def _requirements() -> list[str]:
             f"pyarrow=={pyarrow.__version__}"]
 
 
+def registered_fingerprint(name: str | None, training_run_id: str | None) -> str | None:
+    """The run fingerprint registered for ``training_run_id`` under model ``name`` (``"unrecorded"`` for a version
+    registered before fingerprints were), or None when it is not registered."""
+    from mlflow import MlflowClient
+
+    client, name = MlflowClient(), model_name(name)
+    if not training_run_id or not _registered(client, name):
+        return None
+    existing = _existing_version(client, name, training_run_id)
+    return None if existing is None else (existing.tags or {}).get(FINGERPRINT_TAG, "unrecorded")
+
+
 def _existing_version(client, name: str, training_run_id: str):
+    by_name = equals("name", name, "model name")  # quoted for MLflow's filter grammar, or refused naming it
     try:
-        versions = client.search_model_versions(f"name = '{name}' and tags.`{RUN_TAG}` = '{training_run_id}'")
+        by_run = tag_equals(RUN_TAG, training_run_id, "training_run_id")
+        versions = client.search_model_versions(f"{by_name} and {by_run}")
     except Exception:  # noqa: BLE001 - a registry without tag search, or a model not yet created
-        versions = [v for v in client.search_model_versions(f"name = '{name}'")
-                    if v.tags.get(RUN_TAG) == training_run_id]
+        versions = [v for v in client.search_model_versions(by_name) if v.tags.get(RUN_TAG) == training_run_id]
     return versions[0] if versions else None
 
 
 def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None, alias: str = "champion",
                  extra_params: dict | None = None, tables: dict[str, pd.DataFrame] | None = None) -> LoggedTraining:
-    """Log a committed model table as one MLflow run and register its router (idempotent per training run).
-    ``tables``: extra result tables (e.g. a search's cv results) logged as Parquet and CSV artifacts."""
+    """Log a written model table as one MLflow run and register its router (once per training run).
+    ``tables``: extra result tables (e.g. a search's cv results) logged as Parquet and CSV artifacts.
+
+    A training run id names one set of models: logging it again with the same run fingerprint (the same groups,
+    data and settings: a rerun after a crash) reuses its run and registered version; with another fingerprint it
+    raises ``training.TrainingRunConflict`` before anything is logged. Every model is checked against what the
+    training run wrote (``router.PackedModels``). The model table becomes its location's current table after the
+    version is registered and before the alias moves, and the alias then follows the location's current table
+    (``_settle_alias``): two runs on one location end with the table and the alias on the same run."""
     import mlflow
     from mlflow import MlflowClient
 
     import manymodels
     from manymodels.router_pyfunc import GroupRouter
+    from manymodels.training import check_rerun
 
     client = MlflowClient()
     name = model_name(name)
-    run_id = _find_run(ctx, table.training_run_id)
-    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp, \
-            mlflow.start_run(run_id=run_id, experiment_id=ctx.experiment_id,
-                             run_name=None if run_id else table.training_run_id) as run:
+    existing = _existing_version(client, name, table.training_run_id) if _registered(client, name) else None
+    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
         out = Path(tmp)
-        mlflow.set_tags({RUN_TAG: table.training_run_id, "manymodels.model_table": table.version,
-                         "manymodels.model_table_location": table.location})
-        retrain = table.extra.get("retrain") or {}
-        mlflow.log_params({**_params(table), "retrain": retrain.get("mode", "all"),
-                           **{k: str(v) for k, v in (extra_params or {}).items()}})
-        metrics = _stream_models(spark, table, out)
-        mlflow.log_metrics({**summary_metrics(metrics),
-                            **{f"groups_{k}": float(retrain[k]) for k in ("trained", "carried", "dropped") if k in retrain}})
-        if (out / "models").exists():
-            mlflow.log_artifacts(str(out / "models"), "models")
-        metrics.to_parquet(out / "group_metrics.parquet", index=False)
-        metrics.to_csv(out / "group_metrics.csv", index=False)
-        mlflow.log_artifact(str(out / "group_metrics.parquet"))
-        mlflow.log_artifact(str(out / "group_metrics.csv"))
-        for table_name, frame in (tables or {}).items():
-            for suffix in ("parquet", "csv"):
-                getattr(frame, f"to_{suffix}")(out / f"{table_name}.{suffix}", index=False)
-                mlflow.log_artifact(str(out / f"{table_name}.{suffix}"))
-        hist = _histogram(metrics, out / "metric_histogram.png")
-        if hist:
-            mlflow.log_artifact(str(hist))
-        def log():
-            return mlflow.pyfunc.log_model(
-                name="router",
-                python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id,
-                                         table.spec.pass_dataframe, table.extra.get("task")),
-                artifacts={"group_models": str(out / "router")}, signature=_signature(table),
-                pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
+        metrics, packed = _stream_models(spark, table, out)  # checked before anything is logged
+        fingerprint = table.fingerprint or packed.digest[:32]
+        if existing is not None:
+            check_rerun(table.training_run_id, fingerprint, (existing.tags or {}).get(FINGERPRINT_TAG, "unrecorded"),
+                        f" as {name} version {existing.version}")
+        run_id = _find_run(ctx, table.training_run_id)
+        with mlflow.start_run(run_id=run_id, experiment_id=ctx.experiment_id,
+                              run_name=None if run_id else table.training_run_id) as run:
+            mlflow.set_tags({RUN_TAG: table.training_run_id, "manymodels.model_table": table.version,
+                             "manymodels.model_table_location": table.location, FINGERPRINT_TAG: fingerprint})
+            retrain = table.extra.get("retrain") or {}
+            mlflow.log_params({**_params(table), "retrain": retrain.get("mode", "all"),
+                               **{k: str(v) for k, v in (extra_params or {}).items()}})
+            mlflow.log_metrics({**summary_metrics(metrics),
+                                **{f"groups_{k}": float(retrain[k]) for k in ("trained", "carried", "dropped")
+                                   if k in retrain}})
+            if (out / "models").exists():
+                mlflow.log_artifacts(str(out / "models"), "models")
+            metrics.to_parquet(out / "group_metrics.parquet", index=False)
+            metrics.to_csv(out / "group_metrics.csv", index=False)
+            mlflow.log_artifact(str(out / "group_metrics.parquet"))
+            mlflow.log_artifact(str(out / "group_metrics.csv"))
+            for table_name, frame in (tables or {}).items():
+                for suffix in ("parquet", "csv"):
+                    getattr(frame, f"to_{suffix}")(out / f"{table_name}.{suffix}", index=False)
+                    mlflow.log_artifact(str(out / f"{table_name}.{suffix}"))
+            hist = _histogram(metrics, out / "metric_histogram.png")
+            if hist:
+                mlflow.log_artifact(str(hist))
 
-        # The model table becomes current only now, after the version exists and before the alias moves:
-        # a run killed earlier leaves the previous table and alias as they were; a rerun reuses this run.
-        version, reused = _register_once(client, name, table.training_run_id, alias, log, before_alias=table.commit)
-    return LoggedTraining(run.info.run_id, name, version, alias, f"models:/{name}@{alias}", reused)
+            def log():
+                return mlflow.pyfunc.log_model(
+                    name="router",
+                    python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols, table.training_run_id,
+                                             table.spec.pass_dataframe, table.extra.get("task")),
+                    artifacts={"group_models": str(out / "router")}, signature=_signature(table),
+                    pip_requirements=_requirements(), code_paths=[str(Path(manymodels.__file__).parent)])
+
+            def commit(version: str) -> str:
+                # The model table becomes current only now, after the version exists and before the alias moves:
+                # a run killed earlier leaves the previous table and alias as they were; a rerun reuses this run.
+                table.commit(spark, registered=f"{name}/{version}")
+                return _settle_alias(client, spark, table, name, alias, version)
+
+            version, reused, alias_version = _register_once(
+                client, name, table.training_run_id, log, existing=existing, commit=commit,
+                tags={FINGERPRINT_TAG: fingerprint, INDEX_TAG: packed.index_sha256}, alias=alias)
+    return LoggedTraining(run.info.run_id, name, version, alias, f"models:/{name}@{alias}", reused, alias_version)
 
 
-def _register_once(client, name: str, run_key: str, alias: str, log_model, before_alias=None) -> tuple[str, bool]:
-    """Register the model of ``run_key`` once (reusing a version already tagged with it) and point ``alias`` at it.
+def _settle_alias(client, spark, table, name: str, alias: str, version: str) -> str:
+    """Point ``alias`` at the registered version of the location's current table; return that version.
 
-    Called inside the active run; ``log_model()`` logs the model and returns its ModelInfo;
-    ``before_alias()`` (if given) runs after the version exists and before the alias moves.
+    The pointer is the authority: each run commits it, then sets the alias to the version the pointer names
+    (``registered``) and reads the pointer again, until it did not move in between. Whatever the interleaving of
+    two runs on one location, the last alias write follows the last commit, so the table and the alias end on
+    the same run (a run killed between its commit and its alias leaves that to a rerun)."""
+    from manymodels import model_store
+
+    target = version
+    for _ in range(20):
+        try:
+            pointer = model_store.current(table.location, spark)
+        except model_store.ModelTableNotFound:
+            pointer = {}
+        registered_name, _, registered_version = (pointer.get("registered") or "").rpartition("/")
+        mine = _same_version(pointer.get("version"), table.version)
+        target = version if mine or registered_name != name or not registered_version else registered_version
+        client.set_registered_model_alias(name, alias, target)
+        try:
+            again = model_store.current(table.location, spark)
+        except model_store.ModelTableNotFound:
+            again = {}
+        if again.get("version") == pointer.get("version"):
+            break
+    return target
+
+
+def _same_version(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    return a == b or ("/" in a and Path(a).resolve() == Path(b).resolve())
+
+
+def _register_once(client, name: str, run_key: str, log_model, *, alias: str, existing=None, commit=None,
+                   tags: dict | None = None) -> tuple[str, bool, str]:
+    """Register the model of ``run_key`` once (reusing ``existing``, the version already tagged with it, when
+    given) and point ``alias`` at it; return ``(version, reused, the version the alias points at)``.
+
+    Called inside the active run; ``log_model()`` logs the model and returns its ModelInfo; ``tags`` go on the new
+    version, with the run key. ``commit(version)`` (if given) runs after the version exists and moves the alias
+    itself, returning where it points.
     """
     import mlflow
 
-    existing = _existing_version(client, name, run_key) if _registered(client, name) else None
     if existing is None:
         with warnings.catch_warnings():  # type-hint and cloudpickle advice does not apply to our classes
             warnings.simplefilter("ignore")
             info = log_model()
-        version = str(mlflow.register_model(info.model_uri, name, tags={RUN_TAG: run_key}).version)
+        extra = tags(info) if callable(tags) else (tags or {})
+        version = str(mlflow.register_model(info.model_uri, name, tags={RUN_TAG: run_key, **extra}).version)
     else:
         version = str(existing.version)
-    if before_alias is not None:
-        before_alias()
-    client.set_registered_model_alias(name, alias, version)
+    if commit is not None:
+        alias_version = commit(version)
+    else:
+        client.set_registered_model_alias(name, alias, version)
+        alias_version = version
     mlflow.set_tag("manymodels.registered_version", f"{name}/{version}")
-    return version, existing is not None
+    return version, existing is not None, alias_version
 
 
 def log_estimator(model, ctx: TrackingContext, *, run_key: str, name: str, input_example: pd.DataFrame,
@@ -365,8 +452,28 @@ def log_estimator(model, ctx: TrackingContext, *, run_key: str, name: str, input
                                             pip_requirements=_requirements(), serialization_format=serialization_format,
                                             code_paths=[str(Path(manymodels.__file__).parent)])
 
-        version, reused = _register_once(client, name, run_key, alias, log)
-    return LoggedTraining(run.info.run_id, name, version, alias, f"models:/{name}@{alias}", reused)
+        existing = _existing_version(client, name, run_key) if _registered(client, name) else None
+        version, reused, _ = _register_once(client, name, run_key, log, alias=alias, existing=existing,
+                                            tags=_model_file_tags)
+    return LoggedTraining(run.info.run_id, name, version, alias, f"models:/{name}@{alias}", reused, version)
+
+
+def _model_file(local: Path) -> tuple[Path, str]:
+    """The serialized estimator of a downloaded scikit-learn model folder and its serialization format."""
+    from mlflow.models import Model
+
+    conf = Model.load(str(local)).flavors["sklearn"]
+    return local / conf["pickled_model"], conf.get("serialization_format") or "cloudpickle"
+
+
+def _model_file_tags(info) -> dict[str, str]:
+    """A logged scikit-learn model's version tags: the SHA-256 of its serialized estimator and its format, which
+    ``load_for_scoring`` checks before it deserializes anything."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
+        path, fmt = _model_file(Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp)))
+        return {INDEX_TAG: model_index.file_sha256(path), FORMAT_TAG: fmt}
 
 
 def _registered(client, name: str) -> bool:
@@ -383,6 +490,7 @@ def _resolve_version(client, source: str):
     """A model version from ``models:/name@alias``, ``models:/name/N`` or the MLflow run id of a training run."""
     from manymodels.validation import InputError
 
+    by_run = None if source.startswith("models:/") else equals("run_id", source, "MLflow run id")
     try:
         if source.startswith("models:/"):
             name, _, ref = source[len("models:/"):].partition("@")
@@ -390,7 +498,7 @@ def _resolve_version(client, source: str):
                 return client.get_model_version_by_alias(name, ref)
             name, _, number = source[len("models:/"):].rpartition("/")
             return client.get_model_version(name, number)
-        found = client.search_model_versions(f"run_id = '{source}'")
+        found = client.search_model_versions(by_run)
     except Exception as exc:  # noqa: BLE001 - the registry says what is missing
         raise InputError(f"Model {source!r} not found in the registry at {client._registry_uri}: "
                          f"{type(exc).__name__}: {str(exc)[:300]}. Check the name and alias (or version); "
@@ -402,8 +510,13 @@ def _resolve_version(client, source: str):
 
 
 def router_models(source: str, staging: str, stage):
-    """The registered router of ``source`` as ``inference.GroupModels``: its packed store is copied once per
-    version to ``staging`` (a path every worker can read) with a small JSON of its columns next to it."""
+    """The registered router of ``source`` as ``inference.GroupModels``.
+
+    Its index is downloaded (small) and checked against the version's ``INDEX_TAG``; ``stage(index file, index,
+    fetch, staging)`` then copies the packed store once per content to ``staging`` (a path every worker can read),
+    and the workers check the staged index against the same SHA-256 before they use it. Nothing of the router is
+    unpickled here. A router registered before it had an index is staged as it was then (by version).
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -412,14 +525,50 @@ def router_models(source: str, staging: str, stage):
     client = MlflowClient()
     mv = _resolve_version(client, source)
     label = f"{mv.name}/{mv.version}"
+    registered = (mv.tags or {}).get(INDEX_TAG)
+    if registered is None:
+        return _legacy_router_models(mv, label, staging)
+    base = client.get_model_version_download_uri(mv.name, mv.version).rstrip("/")
+
+    def fetch(name: str, dest: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{ROUTER_ARTIFACTS}/{name}", dst_path=tmp)
+            shutil.move(local, dest)
+
+    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
+        index_file = Path(tmp) / model_index.INDEX_FILE
+        fetch(model_index.INDEX_FILE, index_file)
+        try:
+            index = model_index.read(index_file, registered, what=f"model version {label}")
+        except serialization.ModelIntegrityError as exc:
+            raise serialization.ModelIntegrityError(f"Refusing to score with model version {label}: {exc}") from exc
+        index.meta["label"] = label
+        folder = stage(index_file, index, partial(fetch, "models.parquet"), staging)
+    meta = index.meta
+    info = mlflow.models.get_model_info(f"models:/{mv.name}/{mv.version}")  # reads MLmodel: the signature's types
+    types = {c.name: c.type.name for c in info.signature.inputs.inputs} if info.signature else {}
+    return GroupModels(folder, tuple(meta["key_cols"]), tuple(meta["feature_cols"]), meta["task"], label,
+                       f"training run {meta['training_run_id']} ({label})",
+                       {c: types.get(c, "double") for c in meta["feature_cols"]},
+                       pass_dataframe=bool(meta.get("pass_dataframe")), index_sha256=registered)
+
+
+ROUTER_ARTIFACTS = "artifacts/router"  # where the pyfunc keeps the ``group_models`` folder inside the model
+
+
+def _legacy_router_models(mv, label: str, staging: str):
+    """A router registered before versions carried an index: staged by name and version, read as it was."""
+    import mlflow
+
+    from manymodels.inference import GroupModels
+
     folder = Path(staging) / f"{mv.name}@v{mv.version}"
     meta_path = folder / "columns.json"
-    # a columns.json staged before it carried pass_dataframe is written again (the store itself is reused)
     if not meta_path.exists() or "pass_dataframe" not in json.loads(meta_path.read_text()):
         with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
             local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp)
             pyfunc = mlflow.pyfunc.load_model(local)
-            router = pyfunc.unwrap_python_model()  # load_model ran its load_context (no second index read)
+            router = pyfunc.unwrap_python_model()
             signature = pyfunc.metadata.signature
             outputs = {c.name: c.type.name for c in signature.outputs.inputs} if signature else {}
             meta = {"key_cols": router.key_cols, "feature_cols": router.feature_cols,
@@ -427,7 +576,8 @@ def router_models(source: str, staging: str, stage):
                     "types": {c.name: c.type.name for c in signature.inputs.inputs} if signature else {},
                     "run": router.training_run_id,
                     "pass_dataframe": bool(getattr(router, "pass_dataframe", False))}
-            stage(router._root / "models.parquet", staging, folder.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(router._root / "models.parquet", folder / "models.parquet")
             tmp_meta = folder / f".columns.{os.getpid()}"
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp_meta, meta_path)
@@ -439,7 +589,11 @@ def router_models(source: str, staging: str, stage):
 
 def load_for_scoring(uri: str):
     """``(model object, version label, {input column: MLflow type})`` of any MLflow model URI; scikit-learn
-    flavors load as the estimator itself, others as a pyfunc."""
+    flavors load as the estimator itself, others as a pyfunc.
+
+    A version manymodels registered (``log_estimator``: tuned and fold-ensemble models) carries the SHA-256 and
+    the format of its serialized estimator in its tags: the downloaded file is checked against both before it is
+    deserialized (``ModelIntegrityError`` / ``UntrustedModelError`` naming the version otherwise)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -450,10 +604,25 @@ def load_for_scoring(uri: str):
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"MLflow model {uri!r} not found: {type(exc).__name__}: {str(exc)[:300]}. Check the URI "
                          "(models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path>).") from exc
-    model = mlflow.sklearn.load_model(uri) if "sklearn" in info.flavors else mlflow.pyfunc.load_model(uri)
     types = {c.name: c.type.name for c in info.signature.inputs.inputs} if info.signature else {}
-    version = uri
+    version, tags = uri, {}
     if uri.startswith("models:/"):
         mv = _resolve_version(MlflowClient(), uri)
-        version = f"{mv.name}/{mv.version}"
-    return model, version, types
+        version, tags = f"{mv.name}/{mv.version}", dict(mv.tags or {})
+    if "sklearn" not in info.flavors:
+        return mlflow.pyfunc.load_model(uri), version, types
+    if INDEX_TAG not in tags:  # not registered by manymodels: nothing recorded to check it against
+        return mlflow.sklearn.load_model(uri), version, types
+    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        path, fmt = _model_file(local)
+        if fmt != tags.get(FORMAT_TAG, fmt):
+            raise serialization.UntrustedModelError(
+                f"Refusing to load model version {version}: it was registered as {tags[FORMAT_TAG]!r} but its files "
+                f"now say {fmt!r}. Its artifacts were changed after registration; restore them or register again.")
+        found = model_index.file_sha256(path)
+        if found != tags[INDEX_TAG]:
+            raise serialization.ModelIntegrityError(
+                f"Refusing to load model version {version}: its {path.name} has SHA-256 {found} but {tags[INDEX_TAG]} "
+                "was registered. Its artifacts were changed after registration; restore them or register again.")
+        return mlflow.sklearn.load_model(str(local)), version, types

@@ -21,6 +21,7 @@ from manymodels import model_store
 from manymodels.config import TrainSpec
 from manymodels.fitting import GroupFitError, fit_stream, task_of
 from manymodels.keys import canonical_key
+from manymodels.model_index import run_fingerprint
 from manymodels.memory import FRACTION_COL, arrow_batch_conf, check_group_memory, row_bytes, sample_fractions
 from manymodels.planning import BIN_COL, TASKS_PER_CORE, partition_labels, plan
 from manymodels.progress import Progress
@@ -49,6 +50,10 @@ class ModelTable:
     plan_partitions: int
     extra: dict = field(default_factory=dict)
     committed: bool = True  # False: written but not yet the location's current table (see ``commit``)
+    # canonical key -> (status, model SHA-256, model format), read once right after the table was written: what
+    # this training run wrote, checked again when it is logged or staged for scoring (``router.PackedModels``)
+    index: dict | None = field(default=None, repr=False)
+    fingerprint: str = ""  # model_index.run_fingerprint of what decided the models (keys, data, spec)
 
     @property
     def training_run_id(self) -> str:
@@ -57,11 +62,46 @@ class ModelTable:
     def read(self, spark):
         return model_store.read_version(spark, self.version)
 
-    def commit(self) -> None:
-        """Make this written version the location's current model table (atomic; idempotent)."""
+    def expected_index(self, spark) -> dict:
+        """``index``, read now from the written version when the table was made without it."""
+        if self.index is None:
+            self.index, _ = capture_index(spark, self.version, self.spec)
+        return self.index
+
+    def commit(self, spark=None, *, registered: str | None = None) -> None:
+        """Make this written version the location's current model table (atomic; idempotent). ``registered``
+        (``name/version``) is recorded with the pointer: the alias follows it (``tracking.log_training``)."""
         if not self.committed:
-            model_store.commit_version(self.location, self.version, self.training_run_id)
+            model_store.commit_version(self.location, self.version, self.training_run_id, spark=spark,
+                                       registered=registered)
             self.committed = True
+
+
+class TrainingRunConflict(InputError):
+    """A training run id reused for different models (other data or settings)."""
+
+
+def capture_index(spark, version: str, spec: TrainSpec) -> tuple[dict, dict[str, int]]:
+    """What a written version holds, without its blobs: ``(canonical key -> (status, model SHA-256, model format),
+    counts per status)``."""
+    keys = list(spec.group_cols)
+    frame = model_store.read_columns(spark, version, keys + ["status", "model_sha256", "model_format"])
+    ok = frame["status"] == STATUS_OK
+    formats = frame["model_format"].where(frame["model_format"].notna(), getattr(spec, "model_format", None))
+    index = {canonical_key(k): (status, sha if good else None, fmt if good else None)
+             for k, status, sha, fmt, good in zip(frame[keys].itertuples(index=False, name=None), frame["status"],
+                                                  frame["model_sha256"], formats, ok)}
+    counts = frame["status"].value_counts().to_dict()
+    return index, {s: int(counts.get(s, 0)) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
+
+
+def input_fingerprint(stats: pd.DataFrame, keys: list[str], spec_fp: str, retrain: dict) -> str:
+    """``model_index.run_fingerprint`` of a training run from its input's aggregate: every group's key and data
+    fingerprint, the spec fingerprint, and the retrain mode with the version it carries models from."""
+    rows = [(canonical_key(k), fp, spec_fp) for k, fp in
+            zip(stats[keys].itertuples(index=False, name=None), stats[DATA_FP])]
+    carried = f"{retrain.get('mode')}|{retrain.get('carried_from_version') or ''}"
+    return run_fingerprint(rows + [(("_mm_retrain",), carried, "")])
 
 
 SETTINGS = tuple(f.name for f in fields(TrainSpec) if f.name not in ("group_cols", "feature_cols", "label_col",
@@ -176,7 +216,7 @@ def _uniform(names, seed: int):
 def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None,
                     location: str | None = None, tasks_per_core: int = TASKS_PER_CORE,
                     progress: float | bool | None = None, retrain: str = "all", commit: bool = True,
-                    **settings) -> ModelTable:
+                    expect_fingerprint: str | None = None, **settings) -> ModelTable:
     """Fit a clone of ``estimator`` for every group of ``df`` in parallel and commit the model table.
 
     Input: ``group_cols`` (no nulls), numeric ``feature_cols``, ``label_col`` (rows with a null label are
@@ -193,7 +233,9 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     others over, byte for byte, from the table committed at ``location`` (``retrain.py``).
     ``commit=False`` writes the new version without making it current: ``ModelTable.commit()`` does
     that later (``tracking.log_training`` does it once the model is registered, before the alias moves).
-    A table-name location is committed by its one Delta overwrite either way.
+    ``expect_fingerprint``: the ``ModelTable.fingerprint`` already registered for this ``training_run_id``
+    (``jobs.train_and_register`` passes it): input that would train other models raises ``TrainingRunConflict``
+    before the training job.
     Output: a ``ModelTable`` whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input
     raises ``InputError`` before the training job; ``failure_policy="raise"`` raises ``GroupFitError``
     naming the group and leaves the previously committed table untouched.
@@ -219,17 +261,30 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     info = {"mode": retrain, "trained": len(to_train), "carried": len(to_carry),
             "carried_from_version": previous[0] if len(to_carry) else None,
             "dropped": 0 if previous is None else int(len(previous[1]) - len(previous[1].merge(stats[keys], on=keys)))}
+    fingerprint = input_fingerprint(stats, keys, spec_fingerprint(spec), info)
+    check_rerun(spec.training_run_id, fingerprint, expect_fingerprint)
     with Progress(spark, f"training {spec.training_run_id}", task_groups, progress):
-        return _commit(table, spec, location, start, len(task_groups), dict(df.dtypes), retrain=info,
-                       commit=commit)
+        result = _commit(table, spec, location, start, len(task_groups), dict(df.dtypes), retrain=info,
+                         commit=commit)
+    result.fingerprint = fingerprint
+    return result
+
+
+def check_rerun(training_run_id: str, fingerprint: str, registered: str | None, where: str = "") -> None:
+    """``TrainingRunConflict`` when ``training_run_id`` is already registered with another fingerprint: a training run
+    id names one set of models."""
+    if registered is not None and registered != fingerprint:
+        raise TrainingRunConflict(
+            f"training_run_id {training_run_id!r} is already registered{where} with other models: its groups, data "
+            f"or settings differed (run fingerprint {registered}, this input's {fingerprint or 'unknown'}). A training "
+            "run id names one set of models, so nothing was trained or written. Fix: pass a new training_run_id (or "
+            "none: one is generated), or rerun this id on the data and settings it was first run with.")
 
 
 def _previous_rows(spark, location: str, keys: list[str]) -> tuple[str, pd.DataFrame] | None:
     """The committed table at ``location``: its version and its keys + ``PREVIOUS_COLS`` (no blobs), or None."""
     try:
-        version = location if model_store.is_table_name(location) else model_store.current(location)["version"]
-        if model_store.is_table_name(location) and not spark.catalog.tableExists(location):
-            return None
+        version = model_store.current(location, spark)["version"]
     except model_store.ModelTableNotFound:
         return None
     frame = model_store.read_columns(spark, version, keys + list(PREVIOUS_COLS))
@@ -290,13 +345,11 @@ def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, i
             line = next((ln for ln in message.splitlines() if "GroupFitError: Training failed for group" in ln), message)
             raise GroupFitError(line.split("GroupFitError: ", 1)[-1].strip()) from exc
         raise
-    result = ModelTable(location=location, version=version, spec=spec, n_groups=0, counts={},
+    index, counts = capture_index(table.sparkSession, version, spec)
+    result = ModelTable(location=location, version=version, spec=spec, n_groups=sum(counts.values()), counts=counts,
                         wall_seconds=0.0, plan_partitions=n_parts,
                         extra={"input_types": input_types, "task": task_of(spec), "retrain": retrain or {}},
-                        committed=commit or model_store.is_table_name(location))
-    found = model_store.value_counts(table.sparkSession, version, "status")
-    result.counts = {s: int(found.get(s, 0)) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
-    result.n_groups = sum(result.counts.values())
+                        committed=commit, index=index)
     result.wall_seconds = time.perf_counter() - start
     return result
 
