@@ -150,7 +150,7 @@ def test_a_run_id_registered_before_a_crash_is_refused_on_new_data_and_reused_on
 
     refused = child(home, other_data, location, "run-2", "none")
     assert refused.returncode != 0 and "TrainingRunConflict" in refused.stderr
-    assert "training_run_id 'run-2' is already registered" in refused.stderr
+    assert "training_run_id 'run-2' is already recorded" in refused.stderr
     assert store.pointer() == before and store.alias() == "1"  # readers see run-1, as before the rerun
     assert model_store.versions(str(location)) == tables  # no model table version written
     assert len(store.versions("run-2")) == 1 and len(store.versions()) == 2

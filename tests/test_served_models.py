@@ -8,6 +8,7 @@ changed together (and the format and the load policy too), which a checksum stor
 from __future__ import annotations
 
 import pickle
+import re
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from manymodels import model_store, serialization, tracking
 from manymodels.config import PanelSpec
 from manymodels.data import make_panel
 from manymodels.inference import resolve_group_models, score_per_group
+from manymodels.mlflow_filters import FilterValueError
 from manymodels.model_index import INDEX_FILE
 from manymodels.router import MODELS_FILE, POLICY_KEY, REFUSED
 from manymodels.serialization import MODEL_CACHE, ModelIntegrityError, UntrustedModelError, sha256
@@ -111,7 +113,7 @@ def test_same_run_id_on_new_data_is_refused_before_anything_is_logged(spark, row
     newer = train(spark, changed, location, "rerun-new-data", commit=False)
     assert newer.fingerprint != first.fingerprint
     params = MlflowClient().get_run(logged.run_id).data.params
-    with pytest.raises(TrainingRunConflict, match=r"training_run_id 'rerun-new-data' is already registered as "
+    with pytest.raises(TrainingRunConflict, match=r"training_run_id 'rerun-new-data' is already recorded as "
                                                   r"rerun_model version 1 with other models.*Fix: pass a new"):
         tracking.log_training(spark, newer, mlflow_ctx, name="rerun_model", extra_params={"source": "elsewhere"})
     client = MlflowClient()
@@ -125,6 +127,35 @@ def test_same_run_id_on_new_data_is_refused_before_anything_is_logged(spark, row
     assert out["status"].eq("ok").all()
     np.testing.assert_allclose(out["prediction"], score(spark, rows, first, tmp_path / "s")["prediction"], rtol=1e-9)
     assert not np.allclose(out["prediction"], score(spark, rows, newer, tmp_path / "s")["prediction"])
+
+
+def test_a_run_id_whose_logging_crashed_before_registration_is_refused_on_new_data(spark, rows, tmp_path,
+                                                                                     mlflow_ctx, monkeypatch):
+    """Killed while uploading (nothing registered, the MLflow run holds the first attempt's fingerprint): a rerun
+    on other data is refused before anything is logged; on the same data it completes in the same run."""
+    location = tmp_path / "table"
+    first = train(spark, rows, location, "rerun-after-logging-crash", commit=False)
+
+    def upload_fails(*args, **kwargs):
+        raise ConnectionError("artifact store unreachable")
+
+    monkeypatch.setattr(mlflow, "log_artifacts", upload_fails)
+    with pytest.raises(ConnectionError):
+        tracking.log_training(spark, first, mlflow_ctx, name="logging_crash")
+    monkeypatch.undo()
+    crashed = tracking._run_of(mlflow_ctx, "rerun-after-logging-crash")
+    assert crashed is not None and not tracking._registered(MlflowClient(), "logging_crash")
+
+    other = train(spark, rows.assign(y=-rows["y"]), location, "rerun-after-logging-crash", commit=False)
+    with pytest.raises(TrainingRunConflict, match=f"MLflow run {crashed.info.run_id}, not registered"):
+        tracking.log_training(spark, other, mlflow_ctx, name="logging_crash")
+    assert not tracking._registered(MlflowClient(), "logging_crash")
+    assert tracking.registered_fingerprint("logging_crash", "rerun-after-logging-crash", mlflow_ctx) == \
+        first.fingerprint  # what jobs.train_and_register passes to train_per_group before training
+
+    again = train(spark, rows, location, "rerun-after-logging-crash", commit=False)
+    logged = tracking.log_training(spark, again, mlflow_ctx, name="logging_crash")
+    assert logged.run_id == crashed.info.run_id and not logged.reused and logged.version == "1"
 
 
 def test_train_per_group_refuses_a_registered_run_id_on_new_data_before_the_training_job(spark, rows, tmp_path):
@@ -172,10 +203,13 @@ def test_the_alias_follows_the_location_when_two_runs_commit_in_either_order(spa
 
 @pytest.fixture(scope="module")
 def registered(spark, rows, tmp_path_factory, mlflow_ctx):
+    """A version whose models no Python worker has loaded (new data; the expected predictions come from the router
+    in this process): a worker's cache would serve a registered model, rightly, without reading an edited copy."""
     tmp = tmp_path_factory.mktemp("served")
-    table = train(spark, rows, tmp / "table", "served-index", commit=False)
+    table = train(spark, rows.assign(y=rows["y"] * 1.37), tmp / "table", "served-index", commit=False)
     logged = tracking.log_training(spark, table, mlflow_ctx, name="served_index")
-    return table, logged, score(spark, rows, logged.model_uri, tmp / "clean")
+    MODEL_CACHE.clear()
+    return table, logged, mlflow.pyfunc.load_model(logged.model_uri).predict(rows[KEYS + FEATURES])
 
 
 def test_a_model_table_edited_blob_and_checksum_together_is_refused_for_scoring_and_for_logging(spark, rows,
@@ -212,6 +246,13 @@ def test_registered_packed_models_edited_with_their_checksums_are_refused_by_eve
         np.testing.assert_allclose(out.loc[ok, "prediction"], clean.loc[ok, "prediction"], rtol=1e-12)
         with pytest.raises(ModelIntegrityError, match=f"served_index/{logged.version}"):  # staging checks the copy
             resolve_group_models(spark, logged.model_uri, staging_dir=str(tmp_path / "fresh"))
+        # spark_udf: MLflow copies the version to the workers, whose router reads the same index
+        udf = mlflow.pyfunc.spark_udf(spark, logged.model_uri, result_type="prediction double, status string, "
+                                                                          "error string")
+        got = (spark.createDataFrame(rows[KEYS + FEATURES]).select(*KEYS, udf(*KEYS, *FEATURES).alias("out"))
+               .select(*KEYS, "out.*").toPandas())
+        assert refused_rows(got, victim)["status"].eq(REFUSED).all()
+        assert got.loc[~got.index.isin(refused_rows(got, victim).index), "status"].eq("ok").all()
     finally:
         (store / MODELS_FILE).write_bytes(saved)
 
@@ -375,3 +416,17 @@ def test_a_table_name_location_becomes_current_only_after_registration(spark, ro
     np.testing.assert_allclose(c["prediction"], mlflow.pyfunc.load_model(logged.model_uri).predict(
         rows[KEYS + FEATURES])["prediction"], rtol=1e-9)
     assert not np.allclose(a["prediction"], c["prediction"])
+
+
+def test_a_training_run_id_with_a_quote_is_found_again_and_one_with_both_quotes_is_refused(spark, rows, tmp_path,
+                                                                                            mlflow_ctx):
+    """Ids are quoted for MLflow's filter grammar: ``o'brien`` finds its run and version again (a rerun reuses
+    them); an id holding both quote kinds has no spelling there and is refused before anything is logged."""
+    table = train(spark, rows, tmp_path / "t", "o'brien-nightly", commit=False)
+    first = tracking.log_training(spark, table, mlflow_ctx, name="quoted_ids")
+    again = tracking.log_training(spark, table, mlflow_ctx, name="quoted_ids")
+    assert (again.run_id, again.version, again.reused) == (first.run_id, first.version, True)
+    both = train(spark, rows, tmp_path / "u", """o'brien "nightly\"""", commit=False)
+    with pytest.raises(FilterValueError, match=re.escape(f"training_run_id {both.training_run_id!r} holds both")):
+        tracking.log_training(spark, both, mlflow_ctx, name="quoted_ids")
+    assert len(MlflowClient().search_model_versions("name = 'quoted_ids'")) == 1

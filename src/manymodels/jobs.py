@@ -170,9 +170,9 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
 
     est, est_params = load_estimator(estimator, params, allowed_modules=allowed_modules)
     check_estimator(est, est_params)  # a bad estimator or parameter: before MLflow or Spark
-    tracking.configure(experiment=experiment, create=False)  # reach the store (a bad URI fails now), make nothing
-    # a training run id already registered: its fingerprint, so that other input is refused before training
-    registered = tracking.registered_fingerprint(model_name, training_run_id)
+    found = tracking.configure(experiment=experiment, create=False)  # reach the store (a bad URI fails now)
+    # a training run id already recorded: its fingerprint, so that other input is refused before training
+    registered = tracking.registered_fingerprint(model_name, training_run_id, found)
     df = data.read_input(spark, source, key_cols=group_cols, feature_cols=feature_cols, label_col=label_col, fmt=fmt)
     t0 = time.perf_counter()
     table = train_per_group(df, group_cols=group_cols, feature_cols=feature_cols, label_col=label_col,

@@ -111,12 +111,19 @@ def ui_command(ctx: TrackingContext) -> str:
 
 
 def _find_run(ctx: TrackingContext, training_run_id: str) -> str | None:
+    run = _run_of(ctx, training_run_id)
+    return run.info.run_id if run else None
+
+
+def _run_of(ctx: TrackingContext, training_run_id: str):
+    """The MLflow run of a training run (found by its tag), or None."""
     import mlflow
 
+    if not ctx.experiment_id:  # no experiment yet: no run
+        return None
     by_run = tag_equals(RUN_TAG, training_run_id, "training_run_id")  # quoted, or refused naming it
-    runs = mlflow.search_runs([ctx.experiment_id], filter_string=by_run,
-                              output_format="list", max_results=1)
-    return runs[0].info.run_id if runs else None
+    runs = mlflow.search_runs([ctx.experiment_id], filter_string=by_run, output_format="list", max_results=1)
+    return runs[0] if runs else None
 
 
 def _params(table) -> dict[str, str]:
@@ -253,16 +260,21 @@ def _requirements() -> list[str]:
             f"pyarrow=={pyarrow.__version__}"]
 
 
-def registered_fingerprint(name: str | None, training_run_id: str | None) -> str | None:
-    """The run fingerprint registered for ``training_run_id`` under model ``name`` (``"unrecorded"`` for a version
-    registered before fingerprints were), or None when it is not registered."""
+def registered_fingerprint(name: str | None, training_run_id: str | None,
+                           ctx: TrackingContext | None = None) -> str | None:
+    """The run fingerprint recorded for ``training_run_id``: by its registered version of model ``name``
+    (``"unrecorded"`` for a version registered before fingerprints were), else by its MLflow run in ``ctx``'s
+    experiment (a run that crashed before it registered); None when neither exists."""
     from mlflow import MlflowClient
 
     client, name = MlflowClient(), model_name(name)
-    if not training_run_id or not _registered(client, name):
+    if not training_run_id:
         return None
-    existing = _existing_version(client, name, training_run_id)
-    return None if existing is None else (existing.tags or {}).get(FINGERPRINT_TAG, "unrecorded")
+    existing = _existing_version(client, name, training_run_id) if _registered(client, name) else None
+    if existing is not None:
+        return (existing.tags or {}).get(FINGERPRINT_TAG, "unrecorded")
+    run = _run_of(ctx, training_run_id) if ctx is not None else None
+    return None if run is None else run.data.tags.get(FINGERPRINT_TAG)
 
 
 def _existing_version(client, name: str, training_run_id: str):
@@ -300,10 +312,14 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
         out = Path(tmp)
         metrics, packed = _stream_models(spark, table, out)  # checked before anything is logged
         fingerprint = table.fingerprint or packed.digest[:32]
+        previous = _run_of(ctx, table.training_run_id)
         if existing is not None:
             check_rerun(table.training_run_id, fingerprint, (existing.tags or {}).get(FINGERPRINT_TAG, "unrecorded"),
                         f" as {name} version {existing.version}")
-        run_id = _find_run(ctx, table.training_run_id)
+        elif previous is not None and FINGERPRINT_TAG in previous.data.tags:  # an attempt that crashed before it
+            check_rerun(table.training_run_id, fingerprint, previous.data.tags[FINGERPRINT_TAG],  # registered
+                        f" (MLflow run {previous.info.run_id}, not registered)")
+        run_id = previous.info.run_id if previous else None
         with mlflow.start_run(run_id=run_id, experiment_id=ctx.experiment_id,
                               run_name=None if run_id else table.training_run_id) as run:
             mlflow.set_tags({RUN_TAG: table.training_run_id, "manymodels.model_table": table.version,

@@ -233,7 +233,7 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     others over, byte for byte, from the table committed at ``location`` (``retrain.py``).
     ``commit=False`` writes the new version without making it current: ``ModelTable.commit()`` does
     that later (``tracking.log_training`` does it once the model is registered, before the alias moves).
-    ``expect_fingerprint``: the ``ModelTable.fingerprint`` already registered for this ``training_run_id``
+    ``expect_fingerprint``: the ``ModelTable.fingerprint`` already recorded for this ``training_run_id``
     (``jobs.train_and_register`` passes it): input that would train other models raises ``TrainingRunConflict``
     before the training job.
     Output: a ``ModelTable`` whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input
@@ -271,11 +271,11 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
 
 
 def check_rerun(training_run_id: str, fingerprint: str, registered: str | None, where: str = "") -> None:
-    """``TrainingRunConflict`` when ``training_run_id`` is already registered with another fingerprint: a training run
+    """``TrainingRunConflict`` when ``training_run_id`` is already recorded with another fingerprint: a training run
     id names one set of models."""
     if registered is not None and registered != fingerprint:
         raise TrainingRunConflict(
-            f"training_run_id {training_run_id!r} is already registered{where} with other models: its groups, data "
+            f"training_run_id {training_run_id!r} is already recorded{where} with other models: its groups, data "
             f"or settings differed (run fingerprint {registered}, this input's {fingerprint or 'unknown'}). A training "
             "run id names one set of models, so nothing was trained or written. Fix: pass a new training_run_id (or "
             "none: one is generated), or rerun this id on the data and settings it was first run with.")
