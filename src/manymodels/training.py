@@ -21,8 +21,8 @@ from manymodels import model_store
 from manymodels.config import TrainSpec
 from manymodels.fitting import GroupFitError, fit_stream, task_of
 from manymodels.keys import canonical_key
-from manymodels.model_index import run_fingerprint
 from manymodels.memory import FRACTION_COL, arrow_batch_conf, check_group_memory, row_bytes, sample_fractions
+from manymodels.model_index import run_fingerprint
 from manymodels.planning import BIN_COL, TASKS_PER_CORE, partition_labels, plan
 from manymodels.progress import Progress
 from manymodels.retrain import (CARRIED_FROM, DATA_FP, HASH_HIGH, HASH_LOW, PREVIOUS_COLS, SPEC_FP, check_mode,
