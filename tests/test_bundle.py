@@ -1,6 +1,6 @@
 """Offline checks of the Databricks Asset Bundle: databricks.yml and resources/*.yml.
 
-The CLI's JSON schema (in ../shared/schemas, next to the repository) checks the shape of each
+The Databricks CLI's bundle JSON schema (vendored, gzipped, in tests/fixtures) checks the shape of each
 file, of the merged bundle and of every target. The ``*_problems`` functions check what the CLI
 enforces beyond that schema; each returns a list of messages, empty when all is well, and a
 negative test proves each can fail. No Spark, no network.
@@ -8,6 +8,7 @@ negative test proves each can fail. No Spark, no network.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import re
 from collections import defaultdict
@@ -21,7 +22,8 @@ from jsonschema.validators import Draft202012Validator, validator_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_FILE = REPO_ROOT / "databricks.yml"
-SCHEMA_FILE = REPO_ROOT.parent / "shared" / "schemas" / "databricks-bundle.schema.json"
+# The schema `databricks bundle schema` prints, vendored so the tests need nothing outside the repository.
+SCHEMA_FILE = REPO_ROOT / "tests" / "fixtures" / "databricks-bundle.schema.json.gz"
 
 NOTEBOOK_HEADER = "# Databricks notebook source"
 MODES = ("development", "production")
@@ -343,11 +345,7 @@ TARGETS = list((load_yaml(BUNDLE_FILE).get("targets") or {}) if BUNDLE_FILE.is_f
 
 @pytest.fixture(scope="module")
 def validator():
-    if not SCHEMA_FILE.is_file():
-        pytest.fail(f"Bundle JSON schema not found at {SCHEMA_FILE}. These tests need the shared checkout "
-                    f"next to the repository: <repo>/../shared/schemas/databricks-bundle.schema.json.",
-                    pytrace=False)
-    schema = with_python_patterns(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
+    schema = with_python_patterns(json.loads(gzip.decompress(SCHEMA_FILE.read_bytes()).decode("utf-8")))
     cls = validator_for(schema, default=Draft202012Validator)
     cls.check_schema(schema)  # also compiles every rewritten pattern
     return cls(schema)
