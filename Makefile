@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-deep bench install java chromium clean
+.PHONY: run test test-fast lint test-deep bench install java chromium clean
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ run: install java
 
 test: install java chromium
 	$(BIN)/python -m pytest -q -ra
+
+# The tiers that need no Spark, no cluster and no subprocess job: unit and MLflow-only tests, about a minute.
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not spark and not cluster and not slow"
+
+lint: install
+	$(BIN)/python -m ruff check src tests bench notebooks
 
 # The property tier (tests/property) with ten times the generated examples, random instead of derandomized.
 test-deep: install java

@@ -227,7 +227,8 @@ def main() -> None:
                                     input_example=X_df.head(5), serialization_format="cloudpickle")
     print(f"\n(i) one model: HistGradientBoostingClassifier(max_iter=100) fitted on {n_fit} rows in {t_fit:.1f} s; "
           f"logged as {logged.model_uri}")
-    print(f"{'recipe':<44}{'rows':>10}{'seconds':>9}{'rows/s':>11}{'vs limit':>9}{'median s':>9}{'median vs limit':>16}")
+    print(f"{'recipe':<44}{'rows':>10}{'seconds':>9}{'rows/s':>11}{'vs limit':>9}"
+          f"{'median s':>9}{'median vs limit':>16}")
     single, medians = {}, {}
     sub = cached(spark, X_df.iloc[:SUBSAMPLE], parts)
     t_row_sub, _ = timed(lambda: noop(row_udf(sub, model, features)), args.repeat)

@@ -7,8 +7,9 @@ Spark session start (reported separately):
   (c) manymodels.train_per_group, including the atomic model-table write, without MLflow
   (d) (c) plus all MLflow logging and registration (local sqlite store)
 and a Zipf-skewed panel of the same total rows against the uniform one. Every method reads the same
-Parquet input, written by ``data.write_parquet`` in row groups Spark can split across the cores. Every figure is the best of
-``--repeat`` runs (default 5) for every method alike; the median of the runs is printed beside it. The last line is
+Parquet input, written by ``data.write_parquet`` in row groups Spark can split across the cores.
+Every figure is the best of ``--repeat`` runs (default 5) for every method alike; the median of the runs
+is printed beside it. The last line is
 ``RESULT efficiency_5000=... speedup_vs_naive_5000=... skew_ratio=... mlflow_models_per_s=...``
 for the LinearRegression 5,000-group runs.
 
@@ -122,7 +123,8 @@ def main() -> None:
                                      (f"(b) naive applyInPandas [{name}]", tb, mb),
                                      (f"(c) manymodels, no MLflow [{name}]", tc, mc),
                                      (f"(d) manymodels + MLflow [{name}]", td, mc + tl)):
-                print(f"{label:<34}{g:>7}{secs:>9.2f}{med:>8.2f}{n / secs:>10.0f}{limit / secs:>11.2f}{tb / secs:>9.2f}")
+                print(f"{label:<34}{g:>7}{secs:>9.2f}{med:>8.2f}{n / secs:>10.0f}"
+                      f"{limit / secs:>11.2f}{tb / secs:>9.2f}")
             results[(g, name)] = dict(a=ta, b=tb, c=tc, d=td, mlflow=tl, limit=limit, n=n)
         shutil.rmtree(path, ignore_errors=True)
 

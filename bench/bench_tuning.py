@@ -39,7 +39,7 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
 
 from manymodels.search_spark import search  # noqa: E402
 from manymodels.session import get_spark, local_cores  # noqa: E402
-from _timing import timed  # bench/ is on sys.path when run as a script
+from _timing import timed  # noqa: E402 - bench/ is on sys.path when run as a script
 
 FIT_GRID = {"n_estimators": [20, 40, 60], "max_depth": [8, None], "max_features": ["sqrt", 0.5]}
 DATA_GRID = {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "fit_intercept": [True, False]}

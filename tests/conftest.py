@@ -71,3 +71,11 @@ def small_panel():
 @pytest.fixture(scope="session")
 def python_exe():
     return sys.executable
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that asks for the ``spark`` fixture is a Spark test, marked or not: ``make test-fast``
+    (``-m "not spark and not cluster and not slow"``) never starts a Spark session."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("spark"):
+            item.add_marker(pytest.mark.spark)

@@ -827,8 +827,8 @@ def test_job_parameter_defaults_are_values_the_code_accepts():
     """Defaults are checked against the code's own vocabularies, not only their names."""
     from manymodels.ensemble import COMBINES, SAMPLINGS
 
-    params = {p["name"]: p.get("default") for p in
-              load_yaml(REPO_ROOT / "resources" / "fold_ensemble.job.yml")["resources"]["jobs"]["fold_ensemble"]["parameters"]}
+    params = {p["name"]: p.get("default") for p in load_yaml(
+        REPO_ROOT / "resources" / "fold_ensemble.job.yml")["resources"]["jobs"]["fold_ensemble"]["parameters"]}
     assert params["sampling"] in SAMPLINGS and params["combine"] in COMBINES
     from manymodels.retrain import RETRAIN_MODES
 

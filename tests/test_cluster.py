@@ -49,7 +49,7 @@ def panel_parquet(tmp_path_factory) -> Path:
     return path
 
 
-def run_cluster_training(cluster: Cluster, input_path: Path, location: Path, home: Path) -> dict:
+def run_cluster_training(cluster: Cluster, input_path: Path, location: Path, home: Path) -> dict:  # noqa: F811 - takes the cluster fixture's value
     """Run ``cluster_train.py`` in its own process group; return its ``RESULT`` JSON."""
     env = dict(spark_env(), MANYMODELS_HOME=str(home))
     cmd = [sys.executable, str(HERE / "cluster_train.py"), cluster.url, str(input_path), str(location)]
@@ -73,7 +73,7 @@ def by_key(pdf: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the test
 
-def test_standalone_cluster_gives_the_same_model_table_as_local(spark, cluster, panel_parquet, tmp_path):
+def test_standalone_cluster_gives_the_same_model_table_as_local(spark, cluster, panel_parquet, tmp_path):  # noqa: F811 - cluster: a fixture imported from cluster_util
     rows = pd.read_parquet(panel_parquet)
     n_groups = len(rows.drop_duplicates(KEYS))
 

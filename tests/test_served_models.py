@@ -194,7 +194,8 @@ def test_the_alias_follows_the_location_when_two_runs_commit_in_either_order(spa
     logged_b = done["b"]
     pointer = model_store.current(str(location))
     alias = MlflowClient().get_model_version_by_alias("one_location", "champion")
-    assert pointer["training_run_id"] == "one-location-b" and pointer["registered"] == f"one_location/{logged_b.version}"
+    assert (pointer["training_run_id"] == "one-location-b"
+            and pointer["registered"] == f"one_location/{logged_b.version}")
     assert str(alias.version) == logged_b.version and alias.tags[tracking.RUN_TAG] == "one-location-b"
     assert logged_a.alias_version == logged_b.version  # A saw that B committed after it
 

@@ -16,7 +16,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from manymodels import cli, tracking
+from manymodels import cli
 from manymodels.ensemble import FoldEnsembleClassifier, FoldEnsembleRegressor
 from manymodels.ensemble_spark import run_study
 from manymodels.validation import InputError

@@ -1,7 +1,6 @@
 """Batch scoring on the shared local[2] session: per group (model table, registered alias, run id) and with
 one model (an estimator object or an MLflow URI); loads counted per worker process."""
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -1,7 +1,6 @@
 """The packed path (bin-packed partitions, many groups per Python call) against the naive per-group path,
 and the memory guard, on the shared local[2] session."""
 import os
-from functools import partial
 
 import pandas as pd
 import pytest

@@ -78,7 +78,8 @@ def test_bad_input_fails_before_any_job(spark, classification):
     with pytest.raises(InputError, match="fewer than the 5 CV folds"):
         search(spark, classification.head(3), label_col="y", estimator=Ridge(), param_grid={"alpha": [1.0]}, cv=5)
     with pytest.raises(InputError, match=r"Non-numeric feature column\(s\): 'city' is object"):
-        search(spark, classification.assign(city="paris"), label_col="y", estimator=Ridge(), param_grid={"alpha": [1.0]})
+        search(spark, classification.assign(city="paris"), label_col="y", estimator=Ridge(),
+               param_grid={"alpha": [1.0]})
     with pytest.raises(InputError, match=r"Missing input column\(s\) 'nope'"):
         search(spark, classification, label_col="y", estimator=Ridge(), param_grid={"alpha": [1.0]},
                feature_cols=["nope"])

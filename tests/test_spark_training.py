@@ -1,6 +1,5 @@
 """Per-group training on the shared local[2] session."""
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, Ridge
 
@@ -89,7 +88,8 @@ def test_packed_plan_is_correct_with_aqe_on_and_off(spark, panel_df, aqe):
                          estimator=Ridge(), training_run_id="aqe")
         table, task_groups = build_model_table(df, spec, tasks_per_core=2)  # 4 partitions on local[2]
         got = table.toPandas()
-        assert len(task_groups) == 4 and sum(task_groups) == 40 and table.rdd.getNumPartitions() == 4  # RDD only in the test, to count partitions
+        # RDD only in the test, to count partitions
+        assert len(task_groups) == 4 and sum(task_groups) == 40 and table.rdd.getNumPartitions() == 4
     finally:
         spark.conf.set("spark.sql.adaptive.enabled", old)
     assert len(got) == 40 and not got.duplicated(["store", "item"]).any()

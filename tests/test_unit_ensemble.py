@@ -48,7 +48,8 @@ def test_params_clone_and_fit_returns_self(data):
     assert model.get_params()["n_members"] == 3 and model.get_params()["estimator__max_depth"] == 6
     model.set_params(n_members=4, estimator__max_depth=3)
     twin = clone(model)
-    assert twin.get_params()["n_members"] == 4 and twin.estimator.max_depth == 3 and twin.estimator is not model.estimator
+    assert (twin.get_params()["n_members"] == 4 and twin.estimator.max_depth == 3
+            and twin.estimator is not model.estimator)
     assert model.fit(X, y) is model
     assert len(model.members_) == 4 and not hasattr(twin, "members_")
     assert model.estimator.max_depth == 3 and not hasattr(model.estimator, "tree_")  # template never fitted
@@ -184,7 +185,8 @@ def test_pickled_ensemble_predicts_the_same(data):
 
 def test_regressor_stacking_and_scores():
     X, y = make_regression(1500, 5, noise=5, random_state=2)
-    model = FoldEnsembleRegressor(DecisionTreeRegressor(max_depth=6), n_members=3, combine="stacking").fit(X[:1000], y[:1000])
+    model = FoldEnsembleRegressor(DecisionTreeRegressor(max_depth=6), n_members=3,
+                                  combine="stacking").fit(X[:1000], y[:1000])
     assert model.score(X[1000:], y[1000:]) > 0.6
     assert ((0.5 < model.member_scores_) & (model.member_scores_ < 1)).all()
     assert model.predict(X[1000:]).shape == (500,)

@@ -38,7 +38,8 @@ def test_not_an_estimator():
 
 
 def test_unknown_estimator_parameter_lists_valid_ones():
-    with pytest.raises(InputError, match=r"Unknown parameter\(s\) 'alpah' for estimator Ridge: expected one of .*'alpha'"):
+    with pytest.raises(InputError,
+                       match=r"Unknown parameter\(s\) 'alpah' for estimator Ridge: expected one of .*'alpha'"):
         check_estimator(Ridge(), {"alpah": 1.0})
     assert check_estimator(Ridge(), {"alpha": 3.0}).alpha == 3.0
 

@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--model-name", "--model_name", default=None)
     t.add_argument("--alias", default="champion")
     t.add_argument("--experiment", default=None)
-    t.add_argument("--table", "--model_table", default=None, help="model table location: folder or catalog.schema.table")
+    t.add_argument("--table", "--model_table", default=None,
+                   help="model table location: folder or catalog.schema.table")
     t.add_argument("--failure-policy", "--failure_policy", default="record", choices=["record", "raise"])
     t.add_argument("--retrain", default="all", choices=["all", "failed", "changed"],
                    help="train every group, or only failed / changed groups, carrying the others over from the "

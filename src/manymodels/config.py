@@ -48,7 +48,7 @@ class TrainSpec:
     holdout_fraction: float = 0.2
     failure_policy: FailurePolicy = "record"
     training_run_id: str = ""
-    pass_dataframe: bool = False  # give estimators a DataFrame with feature names (slower; for column-selecting pipelines)
+    pass_dataframe: bool = False  # estimators get a DataFrame with feature names (slower; column-selecting pipelines)
     max_group_bytes: int = 2 << 30  # estimated worker memory of one group (see memory.py); larger groups are...
     oversize: Literal["refuse", "subsample"] = "refuse"  # ...refused before the job, or trained on a seeded sample
     sampled_from: tuple = ()  # set by the planner: ((canonical key, input rows), ...) of subsampled groups

@@ -25,7 +25,8 @@ import pandas as pd
 from manymodels import serialization
 from manymodels.config import ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS
 from manymodels.ensemble import (COMBINES, FoldEnsembleClassifier, _meta_view, fit_member, folds_of, meta_sample,
-                                 member_outputs, member_seed, oof_sums, row_hashes, stack_features, stack_width, used_mask)
+                                 member_outputs, member_seed, oof_sums, row_hashes, stack_features, stack_width,
+                                 used_mask)
 from manymodels.fitting import _task_attempt
 from manymodels.planning import partition_labels
 from manymodels.schemas import quoted
@@ -47,7 +48,8 @@ def check_frame(df, feature_cols, label_col, classifier: bool) -> tuple[list[str
     dtypes = dict(df.dtypes)
     if not isinstance(label_col, str) or not label_col:
         raise InputError(f"label column {label_col!r}: with a Spark DataFrame pass the label column's name, e.g. "
-                         f"ensemble.fit(df, 'label') or fit(df, label_col='label'); columns are {short_list(dtypes, 12)}.")
+                         "ensemble.fit(df, 'label') or fit(df, label_col='label'); "
+                         f"columns are {short_list(dtypes, 12)}.")
     if label_col not in dtypes:
         raise InputError(f"label_col={label_col!r} is not a column of the input: found {short_list(dtypes, 12)}. "
                          "Pass the name of the label column.")
@@ -160,7 +162,8 @@ def _fit_partition(pdf, ensemble, feature_cols, label_col, attempt):
         X, y = _arrays(part, feature_cols, label_col)
         model, took = fit_member(ensemble, X[order], y[order], int(member))
         blob = serialization.dumps(model)
-        yield pd.DataFrame({"member": [int(member)], "n_rows": [len(part)], "seed": [member_seed(ensemble.seed, int(member))],
+        yield pd.DataFrame({"member": [int(member)], "n_rows": [len(part)],
+                            "seed": [member_seed(ensemble.seed, int(member))],
                             "fit_seconds": [took], "model": [blob], "model_sha256": [serialization.sha256(blob)],
                             "library_versions": [serialization.library_versions()], "task_attempt": [attempt]})
 
@@ -392,7 +395,8 @@ def run_study(spark, *, n_samples="100000", n_members="5", sampling="disjoint", 
 
     if warm_up:  # Python workers started and imports done, as they are on a cluster that already ran a job
         small = X_train.head(1000 * K).assign(label=y_train[:1000 * K])
-        FoldEnsembleClassifier(base, n_members=K, sampling=sampling, seed=seed).fit(spark.createDataFrame(small), "label")
+        FoldEnsembleClassifier(base, n_members=K, sampling=sampling, seed=seed).fit(
+            spark.createDataFrame(small), "label")
     start = time.perf_counter()
     sdf = spark.createDataFrame(X_train.assign(label=y_train))
     cached = _try_cache(sdf)  # the members' timing starts from data already in Spark, as the baseline's is in numpy
@@ -559,7 +563,8 @@ def format_study(result: StudyResult) -> str:
     """The printed report: methods table, members table, plot path, registered model, RESULT line."""
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         lines = [result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), "",
-                 result.members.drop(columns=["model_sha256"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"),
+                 result.members.drop(columns=["model_sha256"]).to_string(
+                     index=False, float_format=lambda v: f"{v:.4f}"),
                  "", f"KDE plot          {result.kde_png}"]
     if result.logged is not None:
         lines.append(f"registered model  {result.logged.model_uri} (version {result.logged.version}, run "

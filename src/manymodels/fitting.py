@@ -225,7 +225,8 @@ def _task_attempt() -> str:
     ctx = TaskContext.get()
     if ctx is None:
         return "driver"
-    return f"stage={ctx.stageId()} partition={ctx.partitionId()} attempt={ctx.attemptNumber()} tid={ctx.taskAttemptId()}"
+    return (f"stage={ctx.stageId()} partition={ctx.partitionId()} "
+            f"attempt={ctx.attemptNumber()} tid={ctx.taskAttemptId()}")
 
 
 def _base_row(spec: TrainSpec, key: tuple, n_rows: int, seed: int, attempt: str | None) -> dict:

@@ -179,7 +179,8 @@ def train_and_register(spark, source: str, *, group_cols, feature_cols, label_co
                             estimator=est, params=est_params, failure_policy=failure_policy, seed=seed,
                             min_rows=min_rows, training_run_id=training_run_id, location=location,
                             expect_fingerprint=registered,
-                            retrain=retrain, commit=False, model_format=model_format, trusted_types=tuple(trusted_types))
+                            retrain=retrain, commit=False, model_format=model_format,
+                            trusted_types=tuple(trusted_types))
     t1 = time.perf_counter()
     ctx = tracking.configure(experiment=experiment)  # only now: bad input above leaves no empty experiment behind
     logged = tracking.log_training(spark, table, ctx, name=model_name, alias=alias,

@@ -90,7 +90,8 @@ def make_candidates(param_grid=None, param_distributions=None, n_iter: int = 10,
     if (param_grid is None) == (param_distributions is None):
         raise InputError("Pass exactly one of param_grid (a dict or list of dicts of value lists) or "
                          "param_distributions (with n_iter).")
-    source, name = (param_grid, "param_grid") if param_grid is not None else (param_distributions, "param_distributions")
+    source, name = ((param_grid, "param_grid") if param_grid is not None
+                    else (param_distributions, "param_distributions"))
     grids = list(source) if isinstance(source, (list, tuple)) else [source]
     if not grids or any(not isinstance(g, Mapping) or not g for g in grids):
         raise InputError(f"{name} is empty ({source!r}): expected at least one parameter with at least one value, "
@@ -139,7 +140,8 @@ def check_scoring(estimator: object, scoring, refit) -> tuple[tuple[str, ...], s
     if len(set(names)) != len(names):
         raise InputError(f"scoring={list(names)} names a scorer twice: give each once.")
     if not names and not hasattr(estimator, "score"):
-        raise InputError(f"scoring is empty and {type(estimator).__name__} has no score method: pass e.g. scoring='r2'.")
+        raise InputError(f"scoring is empty and {type(estimator).__name__} has no score method: "
+                         "pass e.g. scoring='r2'.")
     keys = (SINGLE_KEY,) if len(names) <= 1 else names
     if refit in (None, "", True):
         return names, keys[0]
@@ -186,7 +188,8 @@ def n_splits_of(splitter) -> int:
         return int(splitter.get_n_splits())
     except Exception as exc:  # noqa: BLE001 - e.g. LeaveOneGroupOut needs the groups
         raise InputError(f"cv={splitter!r} cannot tell its number of folds without the data ({exc}): use a "
-                         "splitter with a fixed n_splits (KFold, StratifiedKFold, GroupKFold, TimeSeriesSplit).") from exc
+                         "splitter with a fixed n_splits (KFold, StratifiedKFold, GroupKFold, "
+                         "TimeSeriesSplit).") from exc
 
 
 def _needs_groups(splitter) -> bool:
@@ -633,7 +636,8 @@ REFIT_ROW = "refit_row"
 
 
 def group_result_columns(spec: SearchSpec, key_ddl: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Keys, ``refit_row`` (true on the one row per group holding its model-table row), cv columns, model-table columns."""
+    """Keys, ``refit_row`` (true on the one row per group holding its model-table row), cv columns,
+    model-table columns."""
     from manymodels.schemas import FIXED_COLUMNS
 
     return key_ddl + [(REFIT_ROW, "boolean")] + group_cv_columns(spec) + [(c, t) for c, t, _ in FIXED_COLUMNS]
@@ -708,7 +712,8 @@ def group_frame(rows: list[dict], spec: SearchSpec, key_cols: tuple[str, ...]) -
     return frame
 
 
-def search_stream(batches: Iterator[pd.DataFrame], *, spec: SearchSpec, train_spec: TrainSpec) -> Iterator[pd.DataFrame]:
+def search_stream(batches: Iterator[pd.DataFrame], *, spec: SearchSpec,
+                  train_spec: TrainSpec) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` body of a per-group search over sorted partitions (groups contiguous; a group may span
     batches and is carried over to the next one)."""
     from manymodels.fitting import group_bounds

@@ -494,7 +494,8 @@ class TuneReport:
         lines = ["approach                      seconds   best CV score   best params"]
         for row in self.comparison.itertuples():
             score = "" if pd.isna(row.cv_score) else f"{row.cv_score:.4f}"
-            lines.append(f"{row.approach:28s} {row.seconds:8.2f}   {score:>13s}   {row.best_params} {row.note}".rstrip())
+            lines.append(f"{row.approach:28s} {row.seconds:8.2f}   {score:>13s}   "
+                         f"{row.best_params} {row.note}".rstrip())
         if isinstance(r, GroupSearchResult):
             lines.append(f"groups            {r.table.n_groups} searched: {r.table.counts['ok']} ok, "
                          f"{r.table.counts['failed']} failed, {r.table.counts['skipped']} skipped")
@@ -516,7 +517,8 @@ def _load_tune_input(spark, input_path: str, label_col: str):
     df = (reader.option("header", "true").option("inferSchema", "true").csv(input_path) if fmt == "csv"
           else reader.parquet(input_path) if fmt == "parquet" else reader.table(input_path))
     if label_col not in df.columns:
-        raise InputError(f"label_col {label_col!r} is not a column of {input_path}: found {short_list(df.columns, 12)}.")
+        raise InputError(f"label_col {label_col!r} is not a column of {input_path}: "
+                         f"found {short_list(df.columns, 12)}.")
     return df
 
 
@@ -534,7 +536,8 @@ def _parse_grid(text: str):
     try:
         grid = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"param_grid {text!r} is not JSON ({exc}): expected e.g. '{{\"n_estimators\": [10, 20, 50]}}'.") from exc
+        raise InputError(f"param_grid {text!r} is not JSON ({exc}): "
+                         "expected e.g. '{\"n_estimators\": [10, 20, 50]}'.") from exc
     return grid
 
 

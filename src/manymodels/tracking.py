@@ -75,7 +75,8 @@ def configure(tracking_uri: str | None = None, experiment: str | None = None, cr
     if tracking_uri is None:
         project_home().mkdir(parents=True, exist_ok=True)
         tracking_uri = local_tracking_uri()
-    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or ("databricks-uc" if tracking_uri == "databricks" else tracking_uri)
+    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or (
+        "databricks-uc" if tracking_uri == "databricks" else tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
     name = experiment or os.environ.get("MANYMODELS_EXPERIMENT") or DEFAULT_EXPERIMENT

@@ -342,7 +342,8 @@ def _commit(table, spec: TrainSpec, location: str, start: float, n_parts: int, i
     except Exception as exc:  # surface the worker's group error as the driver's own
         message = str(exc)
         if GroupFitError.__name__ in message:
-            line = next((ln for ln in message.splitlines() if "GroupFitError: Training failed for group" in ln), message)
+            line = next((ln for ln in message.splitlines() if "GroupFitError: Training failed for group" in ln),
+                        message)
             raise GroupFitError(line.split("GroupFitError: ", 1)[-1].strip()) from exc
         raise
     index, counts = capture_index(table.sparkSession, version, spec)

@@ -41,7 +41,8 @@ def check_columns(spec: TrainSpec, dtypes) -> None:
     if missing:
         raise InputError(
             f"Missing input column(s) {short_list(missing)}: expected the group, feature and label columns "
-            f"to be in the input, found only {short_list(dtypes, 12)}. Fix the column names or rename the input's columns.")
+            f"to be in the input, found only {short_list(dtypes, 12)}. "
+            "Fix the column names or rename the input's columns.")
     overlap = set(spec.feature_cols) & (set(spec.group_cols) | {spec.label_col})
     if overlap:
         raise InputError(f"Column(s) {short_list(sorted(overlap))} are both features and group keys or label: "

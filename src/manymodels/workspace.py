@@ -114,7 +114,8 @@ def upload(w, source: str | Path, remote_dir: str, *, overwrite: bool = True,
         raise WorkspaceError(f"Upload target {remote_dir!r} is not a volume path: expected "
                              "/Volumes/<catalog>/<schema>/<volume>/...")
     files = [source] if source.is_file() else sorted(
-        p for p in source.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts))
+        p for p in source.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts))
     if not files:
         raise WorkspaceError(f"{source} holds no files to upload.")
     base = source.parent if source.is_file() else source
@@ -132,7 +133,8 @@ def upload(w, source: str | Path, remote_dir: str, *, overwrite: bool = True,
                 w.files.upload(remote, contents, overwrite=overwrite)
         except errors.PermissionDenied as exc:
             raise WorkspaceError(f"Cannot write {remote}: permission denied ({exc}). Ask the volume owner for "
-                                 "`GRANT READ VOLUME, WRITE VOLUME ON VOLUME <catalog>.<schema>.<volume> TO <you>`.") from exc
+                                 "`GRANT READ VOLUME, WRITE VOLUME ON VOLUME "
+                                 "<catalog>.<schema>.<volume> TO <you>`.") from exc
         except (errors.AlreadyExists, errors.ResourceAlreadyExists) as exc:
             raise WorkspaceError(f"{remote} already exists and overwrite is off: pass --overwrite or choose "
                                  "another --dest.") from exc
