@@ -29,6 +29,8 @@ INDEX_FILE = "index.parquet"
 POLICY_KEY = b"manymodels.load_policy"
 META_KEY = b"manymodels.index"
 CHUNK = 1 << 20
+INDEX_COLUMNS = ("key", "status", "error", "model_sha256", "library_versions", "model_format", "size", "row_group",
+                 "row")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -86,18 +88,18 @@ def _schema(policy: LoadPolicy, meta: dict):
                      metadata={POLICY_KEY: policy.to_json().encode(), META_KEY: json.dumps(meta).encode()})
 
 
-def write(path: str | Path, records: list[dict], policy: LoadPolicy, meta: dict) -> str:
-    """Write the index file; return its SHA-256. ``meta`` gains ``digest``."""
+def write(path: str | Path, columns: dict[str, list], policy: LoadPolicy, meta: dict) -> tuple[str, str]:
+    """Write the index file from its ``columns`` (``INDEX_COLUMNS``, one value per group); return its SHA-256 and
+    the content digest (also in ``meta``, with the number of groups)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta = {**meta, "digest": content_digest((r["key"], r["status"], r["model_sha256"], r["model_format"])
-                                             for r in records), "n_groups": len(records)}
+    digest = content_digest(zip(columns["key"], columns["status"], columns["model_sha256"], columns["model_format"]))
+    meta = {**meta, "digest": digest, "n_groups": len(columns["key"])}
     schema = _schema(policy, meta)
-    columns = {name: [r[name] for r in records] for name in schema.names}
-    columns["key"] = [list(k) for k in columns["key"]]
-    pq.write_table(pa.Table.from_pydict(columns, schema=schema), path)
-    return file_sha256(path)
+    data = {**columns, "key": [list(k) for k in columns["key"]]}
+    pq.write_table(pa.Table.from_pydict({name: data[name] for name in schema.names}, schema=schema), path)
+    return file_sha256(path), digest
 
 
 def read(path: str | Path, expected_sha256: str | None = None, *, what: str = "") -> ModelIndex:

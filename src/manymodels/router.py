@@ -212,7 +212,7 @@ class PackedModels:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.expected = None if expected is None else dict(expected)
         self.strict, self.meta, self.where = strict, dict(meta or {}), where
-        self.records: list[dict] = []
+        self.index: dict[str, list] = {name: [] for name in model_index.INDEX_COLUMNS}
         self.index_sha256 = ""
         self.digest = ""
         self._pending: list[pd.DataFrame] = []
@@ -228,41 +228,46 @@ class PackedModels:
         # the format each row was written in; a batch without the column is all in the run's format
         formats = batch["model_format"] if "model_format" in batch else pd.Series(None, index=batch.index)
         frame["model_format"] = formats.fillna(self.policy.model_format).to_numpy()
+        blobs = frame["model"].tolist()
         frame["model_sha256"] = [sha256(bytes(b)) if isinstance(b, (bytes, bytearray, memoryview)) else None
-                                 for b in frame["model"]]
-        start = len(self.records)
-        rows = frame.loc[:, ["status", "error", "model_sha256", "library_versions", "model_format", "model"]]
-        for i, (key, rec) in enumerate(zip(keys, rows.itertuples(index=False))):
-            ok = rec.status == "ok"
-            entry = {"key": key, "status": rec.status, "error": rec.error,
-                     "model_sha256": rec.model_sha256 if ok else None,
-                     "library_versions": rec.library_versions, "model_format": rec.model_format if ok else None,
-                     "size": len(rec.model) if ok and rec.model is not None else 0,
-                     "row_group": (start + i) // ROW_GROUP, "row": (start + i) % ROW_GROUP}
-            self.records.append(self._checked(entry, key_cols))
+                                 for b in blobs]
+        # the index, column by column (no object per group): only ok rows have a checksum, format and size
+        ok = (frame["status"] == "ok").tolist()
+        status, error = frame["status"].tolist(), frame["error"].tolist()
+        shas = [sha if good else None for sha, good in zip(frame["model_sha256"].tolist(), ok)]
+        fmts = [fmt if good else None for fmt, good in zip(frame["model_format"].tolist(), ok)]
+        if self.expected is not None:
+            for i, key in enumerate(keys):
+                refusal = self._check(key, key_cols, (status[i], shas[i], fmts[i]))
+                if refusal:
+                    status[i], error[i] = REFUSED, refusal
+        start = len(self.index["key"])
+        positions = range(start, start + len(keys))
+        for name, values in (("key", keys), ("status", status), ("error", error), ("model_sha256", shas),
+                             ("library_versions", frame["library_versions"].tolist()), ("model_format", fmts),
+                             ("size", [len(b) if good and b is not None else 0 for b, good in zip(blobs, ok)]),
+                             ("row_group", [p // ROW_GROUP for p in positions]),
+                             ("row", [p % ROW_GROUP for p in positions])):
+            self.index[name].extend(values)
         self._pending.append(frame.loc[:, list(self.SCHEMA_COLUMNS)])
         self._n_pending += len(frame)
         while self._n_pending >= ROW_GROUP:
             self._flush(ROW_GROUP)
 
-    def _checked(self, entry: dict, key_cols) -> dict:
-        """``entry`` as it may be indexed: checked against ``expected`` (raising when ``strict``)."""
-        if self.expected is None:
-            return entry
-        key = entry["key"]
+    def _check(self, key, key_cols, got: tuple) -> str | None:
+        """None when ``(status, SHA-256, format)`` is what the training run wrote for ``key`` (``expected``); else
+        the refusal of the group (raised when ``strict``)."""
         want = self.expected.pop(key, None)
-        got = (entry["status"], entry["model_sha256"], entry["model_format"])
         if want is not None and tuple(want) == got:
-            return entry
+            return None
         where = f"group {key_text(tuple(key_cols), key)} of {self.where or 'this training run'}"
         found = "is not one of the groups it wrote" if want is None else \
             f"has (status, SHA-256, format) {got} but the training run wrote {tuple(want)}"
         if self.strict:
             raise ModelIntegrityError(f"Refusing to log {where}: the model table {found}. It was changed after "
                                       "training; train again (a new training_run_id) or restore the table.")
-        return {**entry, "status": REFUSED,
-                "error": f"ModelIntegrityError: Refusing to load model {where}: the model table {found}. It was "
-                         "changed after training; retrain the group or restore the original model table."}
+        return (f"ModelIntegrityError: Refusing to load model {where}: the model table {found}. It was changed "
+                "after training; retrain the group or restore the original model table.")
 
     def _flush(self, n: int) -> None:
         import pyarrow as pa
@@ -295,9 +300,7 @@ class PackedModels:
                 "again.")
         meta = {**self.meta, "models_sha256": model_index.file_sha256(self.path),
                 "models_bytes": self.path.stat().st_size}
-        self.index_sha256 = model_index.write(self.index_path, self.records, self.policy, meta)
-        self.digest = model_index.content_digest((r["key"], r["status"], r["model_sha256"], r["model_format"])
-                                                 for r in self.records)
+        self.index_sha256, self.digest = model_index.write(self.index_path, self.index, self.policy, meta)
 
 
 def _packed_schema(policy: LoadPolicy = DEFAULT_POLICY):
