@@ -112,17 +112,17 @@ class Sampler(threading.Thread):
 # ---------------------------------------------------------------- one driver process (child)
 
 def child(args) -> None:
-    import pandas as pd  # noqa: F401 - libraries imported before the baseline
     import mlflow  # noqa: F401
+    import pandas as pd  # noqa: F401 - libraries imported before the baseline
     from pyspark.sql import functions as F
     from sklearn.linear_model import LinearRegression
     from sklearn.tree import DecisionTreeRegressor
 
     from manymodels import tracking
-    from manymodels.data import feature_names
-    from manymodels.inference import score_per_group
-    from manymodels.session import get_spark
-    from manymodels.training import train_per_group
+    from manymodels.api import score_per_group
+    from manymodels.core.panel import feature_names
+    from manymodels.spark.session import get_spark
+    from manymodels.spark.training import train_per_group
 
     estimators = {"linear": LinearRegression, "tree": lambda: DecisionTreeRegressor(max_depth=8, random_state=0)}
     sampler = Sampler()
@@ -177,8 +177,8 @@ def child(args) -> None:
 # ---------------------------------------------------------------- parent: data, one child per run, the table
 
 def prepare(groups: int, rows: int, root: Path) -> str:
-    from manymodels.config import PanelSpec
-    from manymodels.data import make_panel, write_parquet
+    from manymodels.core.panel import make_panel, write_parquet
+    from manymodels.core.spec import PanelSpec
 
     panel, _ = make_panel(PanelSpec(n_groups=groups, mean_rows=rows, n_features=5, size_distribution="uniform",
                                     seed=1))

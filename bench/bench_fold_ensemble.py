@@ -29,8 +29,8 @@ import shutil
 import time
 from pathlib import Path
 
-from manymodels.ensemble_spark import default_learner, format_study, run_study
-from manymodels.session import get_spark
+from manymodels.spark.session import get_spark
+from manymodels.studies.fold_ensemble import default_learner, format_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

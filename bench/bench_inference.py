@@ -32,8 +32,8 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
-from statistics import median
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import pandas as pd
@@ -195,11 +195,11 @@ def main() -> None:
     from sklearn.linear_model import LinearRegression
 
     from manymodels import tracking
-    from manymodels.config import PanelSpec
-    from manymodels.data import feature_names, make_panel
-    from manymodels.inference import score_per_group, score_single
-    from manymodels.session import get_spark, local_cores
-    from manymodels.training import train_per_group
+    from manymodels.api import score_per_group, score_single
+    from manymodels.core.panel import feature_names, make_panel
+    from manymodels.core.spec import PanelSpec
+    from manymodels.spark.session import get_spark, local_cores
+    from manymodels.spark.training import train_per_group
 
     cores = local_cores(args.master) or os.cpu_count()
     load_before = os.getloadavg()

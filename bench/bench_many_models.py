@@ -27,14 +27,14 @@ from pathlib import Path
 from statistics import median
 
 import pandas as pd
+from _timing import timed  # bench/ is on sys.path when run as a script
 from sklearn.linear_model import LinearRegression, Ridge
 
 from manymodels import tracking
-from manymodels.config import PanelSpec
-from manymodels.data import feature_names, make_panel, write_parquet
-from manymodels.session import get_spark, local_cores
-from manymodels.training import train_per_group
-from _timing import timed  # bench/ is on sys.path when run as a script
+from manymodels.core.panel import feature_names, make_panel, write_parquet
+from manymodels.core.spec import PanelSpec
+from manymodels.spark.session import get_spark, local_cores
+from manymodels.spark.training import train_per_group
 
 ESTIMATORS = {"linear": LinearRegression, "ridge": Ridge}
 KEYS = ["store", "item"]

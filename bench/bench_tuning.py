@@ -30,6 +30,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _timing import timed  # noqa: E402 - bench/ is on sys.path when run as a script
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import make_classification  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
@@ -37,9 +38,8 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import accuracy_score  # noqa: E402
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold  # noqa: E402
 
-from manymodels.search_spark import search  # noqa: E402
-from manymodels.session import get_spark, local_cores  # noqa: E402
-from _timing import timed  # noqa: E402 - bench/ is on sys.path when run as a script
+from manymodels.spark.search import search  # noqa: E402
+from manymodels.spark.session import get_spark, local_cores  # noqa: E402
 
 FIT_GRID = {"n_estimators": [20, 40, 60], "max_depth": [8, None], "max_features": ["sqrt", 0.5]}
 DATA_GRID = {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "fit_intercept": [True, False]}
@@ -172,7 +172,7 @@ def _warm(batches):
     import sklearn.ensemble  # noqa: F401 - the import a worker pays once
     import sklearn.linear_model  # noqa: F401
 
-    import manymodels.search  # noqa: F401
+    import manymodels.core.search  # noqa: F401
 
     for batch in batches:
         yield batch

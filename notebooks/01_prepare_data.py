@@ -8,9 +8,9 @@
 # COMMAND ----------
 
 from manymodels import jobs
-from manymodels.config import PanelSpec
-from manymodels.notebook import show, widgets
-from manymodels.validation import parse_int
+from manymodels.core.checks import parse_int
+from manymodels.core.spec import PanelSpec
+from manymodels.databricks.notebook import show, widgets
 
 params = widgets({
     "n_groups": "1000",

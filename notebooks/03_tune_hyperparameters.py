@@ -15,9 +15,9 @@
 
 # COMMAND ----------
 
-from manymodels.notebook import show, widgets
-from manymodels.search_spark import tune
-from manymodels.session import get_spark
+from manymodels.databricks.notebook import show, widgets
+from manymodels.spark.session import get_spark
+from manymodels.studies.tuning import tune
 
 params = widgets({
     "input_path": "",

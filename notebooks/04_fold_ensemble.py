@@ -14,9 +14,9 @@
 
 # COMMAND ----------
 
-from manymodels.ensemble_spark import image_html, run_study
-from manymodels.notebook import show, widgets
-from manymodels.session import get_spark
+from manymodels.databricks.notebook import show, widgets
+from manymodels.spark.session import get_spark
+from manymodels.studies.fold_ensemble import image_html, run_study
 
 params = widgets({
     "n_samples": "100000",

@@ -9,8 +9,8 @@
 # COMMAND ----------
 
 from manymodels import jobs
-from manymodels.notebook import show, widgets
-from manymodels.session import get_spark
+from manymodels.databricks.notebook import show, widgets
+from manymodels.spark.session import get_spark
 
 params = widgets({
     "input_path": "",

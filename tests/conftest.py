@@ -39,7 +39,7 @@ def _no_inherited_mlflow_uris():
 
 @pytest.fixture(scope="session")
 def spark(_isolated_home):
-    from manymodels.session import get_spark
+    from manymodels.spark.session import get_spark
 
     session = get_spark("local[2]", app_name="manymodels-tests", conf={
         "spark.ui.enabled": "false",
@@ -60,8 +60,8 @@ def mlflow_ctx(_isolated_home):
 
 @pytest.fixture(scope="session")
 def small_panel():
-    from manymodels.config import PanelSpec
-    from manymodels.data import make_panel
+    from manymodels.core.panel import make_panel
+    from manymodels.core.spec import PanelSpec
 
     spec = PanelSpec(n_groups=40, mean_rows=60, n_features=3, seed=11)
     rows, truth = make_panel(spec)

@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 from panels import KEY_TYPES, KEY_VALUES, NAME, OUTPUT_NAMES, distinct_keys, examples, panels, same_key
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from manymodels.config import TrainSpec
-from manymodels.fitting import fit_packed, group_bounds
-from manymodels.keys import canonical_key, key_path, key_text
-from manymodels.router import route_predict
-from manymodels.schemas import FIXED_NAMES, SCORING_NAMES
-from manymodels.validation import InputError, check_columns
+from manymodels.core.checks import check_columns
+from manymodels.core.fitting import fit_packed
+from manymodels.core.keys import canonical_key, key_path, key_text
+from manymodels.core.packing import group_bounds
+from manymodels.core.routing import route_predict
+from manymodels.core.schema import FIXED_NAMES, SCORING_NAMES
+from manymodels.core.spec import TrainSpec
+from manymodels.errors import InputError
 
 PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-=~")
 PANDAS_DTYPES = {"tinyint": "int8", "smallint": "int16", "int": "int32", "bigint": "int64", "boolean": "bool",

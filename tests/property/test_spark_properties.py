@@ -21,12 +21,12 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from test_pure_properties import _sorted_like_spark
 
 from manymodels import tracking
-from manymodels.fitting import fit_packed
-from manymodels.inference import score_per_group
-from manymodels.keys import canonical_key, key_text
-from manymodels.session import cols
-from manymodels.training import train_per_group
-from manymodels.validation import InputError
+from manymodels.api import score_per_group
+from manymodels.core.fitting import fit_packed
+from manymodels.core.keys import canonical_key, key_text
+from manymodels.errors import InputError
+from manymodels.spark.session import cols
+from manymodels.spark.training import train_per_group
 
 pytestmark = pytest.mark.spark
 REMOTE = os.environ.get("MM_PROPERTY_REMOTE")
@@ -38,7 +38,7 @@ def session(request):
     if not REMOTE:
         yield request.getfixturevalue("spark")
         return
-    from manymodels.session import get_spark, is_connect
+    from manymodels.spark.session import get_spark, is_connect
 
     os.environ["SPARK_REMOTE"] = REMOTE  # the session-wide fixture cleared it
     remote = get_spark()
