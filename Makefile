@@ -20,12 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 java:
 	@java -version >/dev/null 2>&1 || { echo "Java 17+ is required by Spark: install a JDK 17 (e.g. apt-get install openjdk-17-jre-headless) and put java on PATH." >&2; exit 1; }
 
-# Headless Chromium for tests/test_registry_ui.py (the registry page checked as a person sees it):
+# Headless Chromium for tests/tracking/test_registry_ui.py (the registry page checked as a person sees it):
 # Debian's package, installed when missing and we are root; otherwise that test skips and says why.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-	  echo "chromium not installed (needs root + apt-get): tests/test_registry_ui.py will skip" >&2
+	  echo "chromium not installed (needs root + apt-get): tests/tracking/test_registry_ui.py will skip" >&2
 
 run: install java
 	$(BIN)/manymodels main

@@ -8,26 +8,19 @@
 # COMMAND ----------
 
 from manymodels import jobs
-from manymodels.core.checks import parse_int
 from manymodels.core.spec import PanelSpec
 from manymodels.databricks.notebook import show, widgets
+from manymodels.jobs.params import job_params, parse_all
 
-params = widgets({
-    "n_groups": "1000",
-    "mean_rows": "200",
-    "size_distribution": "poisson",
-    "layout": "both",
-    "output_dir": "",
-    "seed": "7",
-})
+params = widgets(job_params("prepare"))  # each one's help and default: `manymodels prepare --help`
 params
 
 # COMMAND ----------
 
-panel = PanelSpec(n_groups=parse_int("n_groups", params["n_groups"], minimum=1),
-                  mean_rows=parse_int("mean_rows", params["mean_rows"], minimum=1),
-                  size_distribution=params["size_distribution"], seed=parse_int("seed", params["seed"]))
-prepared = jobs.prepare_data(panel, params["output_dir"] or None, layout=params["layout"])
+values = parse_all(job_params("prepare"), params)
+panel = PanelSpec(n_groups=values["n_groups"], mean_rows=values["mean_rows"],
+                  size_distribution=values["size_distribution"], seed=values["seed"])
+prepared = jobs.prepare_data(panel, values["output_dir"], layout=values["layout"])
 print(f"wrote {prepared.n_rows} training rows of {prepared.n_groups} groups under {prepared.parquet_dir.parent}")
 print(f"held out {len(prepared.holdout)} rows for scoring")
 

@@ -16,21 +16,11 @@
 # COMMAND ----------
 
 from manymodels.databricks.notebook import show, widgets
+from manymodels.jobs.params import job_params
 from manymodels.spark.session import get_spark
 from manymodels.studies.tuning import tune
 
-params = widgets({
-    "input_path": "",
-    "label_col": "target",
-    "estimator": "sklearn.ensemble.RandomForestRegressor",
-    "param_grid": "{\"n_estimators\": [10, 20, 50]}",
-    "cv": "3",
-    "scoring": "r2",
-    "group_cols": "",
-    "model_name": "manymodels_tuned",
-    "alias": "champion",
-    "experiment": "",
-})
+params = widgets(job_params("tune"))  # each one's help and default: `manymodels tune --help`
 params
 
 # COMMAND ----------

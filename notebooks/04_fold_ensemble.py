@@ -15,19 +15,11 @@
 # COMMAND ----------
 
 from manymodels.databricks.notebook import show, widgets
+from manymodels.jobs.params import job_params
 from manymodels.spark.session import get_spark
 from manymodels.studies.fold_ensemble import image_html, run_study
 
-params = widgets({
-    "n_samples": "100000",
-    "n_members": "5",
-    "sampling": "disjoint",
-    "combine": "mean",
-    "learner": "sklearn.ensemble.HistGradientBoostingClassifier",
-    "model_name": "manymodels_fold_ensemble",
-    "alias": "champion",
-    "experiment": "",
-})
+params = widgets(job_params("ensemble"))  # each one's help and default: `manymodels ensemble --help`
 params
 
 # COMMAND ----------

@@ -10,18 +10,10 @@
 
 from manymodels import jobs
 from manymodels.databricks.notebook import show, widgets
+from manymodels.jobs.params import job_params
 from manymodels.spark.session import get_spark
 
-params = widgets({
-    "input_path": "",
-    "model_name": "manymodels_router",
-    "alias": "champion",
-    "output_table": "",
-    "passthrough_cols": "",
-    "experiment": "",
-    "shuffle": "true",  # false: the input is already clustered by group (one file or partition per group)
-    "model_cache_mb": "",  # models each Python worker keeps loaded, in MB (empty: 1024)
-})
+params = widgets(job_params("score"))  # each one's help and default: `manymodels score --help`
 params
 
 # COMMAND ----------

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""The errors every layer raises for bad input, and the helper that lists what was found (a leaf module).
+
+An ``InputError`` message names the group, column or parameter, what was expected, what was found and how to
+fix it; the CLI prints it without a traceback."""
 from __future__ import annotations
 
 from typing import Iterable

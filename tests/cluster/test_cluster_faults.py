@@ -41,7 +41,7 @@ from manymodels.core.keys import key_path
 from manymodels.core.panel import make_panel
 from manymodels.core.spec import PanelSpec
 from manymodels.spark.training import train_per_group
-from manymodels.tracking.runs import RUN_TAG
+from manymodels.tracking.context import RUN_TAG
 
 pytestmark = pytest.mark.cluster
 

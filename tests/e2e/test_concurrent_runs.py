@@ -121,7 +121,7 @@ def test_two_training_runs_on_one_location_end_with_its_table_and_the_alias_on_t
     from mlflow import MlflowClient
 
     from manymodels.storage import model_table
-    from manymodels.tracking.runs import RUN_TAG
+    from manymodels.tracking.context import RUN_TAG
 
     input_path, groups = panel
     shared, run_ids = tmp_path / "shared_table", ("one-location-a", "one-location-b")
@@ -147,7 +147,7 @@ def test_two_training_runs_at_once_against_one_tracking_server(server, panel, tm
     from manymodels.core.keys import canonical_key, key_path
     from manymodels.storage import model_table
     from manymodels.storage.packed_store import MODELS_FILE
-    from manymodels.tracking.runs import RUN_TAG
+    from manymodels.tracking.context import RUN_TAG
 
     input_path, groups = panel
     results = run_together([start_child(run_id, input_path, server, tmp_path) for run_id in RUN_IDS], RUN_IDS)

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from manymodels.core.panel import make_panel
 from manymodels.core.spec import PanelSpec
 from manymodels.storage import model_table
-from manymodels.tracking.runs import RUN_TAG
+from manymodels.tracking.context import RUN_TAG
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parents[1] / "support"  # the child-process scripts

@@ -39,17 +39,8 @@ def test_prepare_then_train_notebooks_run_locally(tmp_path):
     assert "unknown_group" not in out  # every group of the training input has a model
 
 
-def test_score_options_are_the_notebook_widgets():
-    from manymodels import jobs
-    from manymodels.jobs import cli
-
-    assert cli.SCORE_OPTIONS == jobs.SCORE_DEFAULTS
-    text = (ROOT / "notebooks" / "05_batch_inference.py").read_text()
-    assert all(f'"{name}": "{default}"' in text for name, default in jobs.SCORE_DEFAULTS.items())
-
-
 def test_main_job_trains_registers_and_scores(tmp_path):
-    out = run([sys.executable, "-m", "manymodels.jobs.cli", "main", "--groups", "60", "--rows", "80"], tmp_path)
+    out = run([sys.executable, "-m", "manymodels.jobs.cli", "main", "--n-groups", "60", "--mean-rows", "80"], tmp_path)
     assert "60 trained: 60 ok, 0 failed, 0 skipped" in out
     assert "rows scored via models:/manymodels_router@champion" in out
     assert "not scored: {'unknown_group': 2}" in out

@@ -2,7 +2,7 @@
 scoring and job parameters (CLI options, notebook widgets, job functions).
 
 Every case must:
-* raise the expected error type (``InputError`` unless a standard tool, e.g. argparse, owns the check),
+* raise the expected error type (``InputError``; through the CLI: exit code 2 with the message on stderr),
 * with a message naming the offending column / group / parameter, what was expected or found, and the fix
   (asserted as substrings),
 * run at most ``max_jobs`` Spark jobs before it fails (0: refused on the driver from the schema and the
@@ -263,7 +263,7 @@ CASES = [
          lambda e: cli(["tune", "--input_path", e.parquet, "--label_col", "y", "--estimator",
                         "sklearn.linear_model.Ridge", "--param_grid", '{"alpha": [1.0]}', "--cv", "three",
                         "--experiment", "catalogue-never-created"]),
-         ("cv='three'", "expected a number of folds")),
+         ("cv='three'", "expected a number of folds"), error=SystemExit),
     # ------------------------------------------------------------ fold ensembles
     Case("ensemble-one-member", "ensemble",
          lambda e: FoldEnsembleRegressor(n_members=1).fit(e.sdf(), "y", feature_cols=FEATURES),
@@ -316,13 +316,13 @@ CASES = [
          ("seed='abc'", "expected an integer")),
     Case("cli-prepare-n-groups-not-a-number", "job parameters",
          lambda e: cli(["prepare", "--n_groups", "ten"]),
-         ("--n_groups", "invalid int value: 'ten'"), error=SystemExit),
+         ("n_groups='ten'", "expected an integer"), error=SystemExit),
     Case("cli-train-param-typo-new-experiment", "job parameters",
          lambda e: cli(["train", "--input_path", e.parquet, "--group_cols", "store,item", "--feature_cols",
                         "x0,x1,x2", "--label_col", "y", "--estimator", "sklearn.linear_model.Ridge",
                         "--estimator_params", '{"alpah": 1}', "--experiment", "catalogue-never-created",
                         "--model_table", e.table_location]),
-         ("'alpah'", "Ridge", "'alpha'")),
+         ("'alpah'", "Ridge", "'alpha'"), error=SystemExit),
     Case("job-score-shuffle-not-a-boolean", "job parameters",
          lambda e: batch_score(e.spark, input_path=e.parquet, model_name=ROUTER, shuffle="maybe",
                                output_table=str(e.home / "scores" / "catalogue")),
@@ -330,7 +330,7 @@ CASES = [
     Case("cli-score-model-cache-not-a-number", "job parameters",
          lambda e: cli(["score", "--input_path", e.parquet, "--model_name", ROUTER, "--model_cache_mb", "lots",
                         "--output_table", str(e.home / "scores" / "catalogue")]),
-         ("model_cache_mb='lots'", "positive number of megabytes", "model_cache_mb=2048")),
+         ("model_cache_mb='lots'", "positive number of megabytes", "model_cache_mb=2048"), error=SystemExit),
     Case("job-train-estimator-typo", "job parameters",
          lambda e: train_and_register(e.spark, e.parquet, group_cols=KEYS, feature_cols=FEATURES, label_col="y",
                                       estimator="sklearn.linear_model.LinearRegresion",
@@ -450,7 +450,11 @@ def test_bad_input(case: Case, env: Env, capsys):
     jobs = list(sc.statusTracker().getJobIdsForGroup(group))
     after = snapshot(env.home)
     message = str(caught.value) + (capsys.readouterr().err if case.error is SystemExit else "")
-    problems = [f"message lacks {n!r}" for n in case.needles if n not in message]
+    if case.error is SystemExit and caught.value.code != 2:  # a user error: exit code 2, as argparse's own
+        problems_exit = [f"exit code {caught.value.code}, expected 2"]
+    else:
+        problems_exit = []
+    problems = problems_exit + [f"message lacks {n!r}" for n in case.needles if n not in message]
     if len(jobs) > case.max_jobs:
         problems.append(f"{len(jobs)} Spark job(s) ran before the error (allowed {case.max_jobs})")
     problems += changes(before, after)

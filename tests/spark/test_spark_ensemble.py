@@ -145,16 +145,6 @@ def test_cli_ensemble_runs_the_notebook_code(spark, mlflow_ctx, capsys):
     assert any("models:/fold_ensemble_cli@champion" in line for line in out)
 
 
-def test_cli_options_are_the_notebook_widgets():
-    text = (ROOT / "notebooks" / "04_fold_ensemble.py").read_text()
-    block = text[text.index("params = widgets({"):text.index("})", text.index("params = widgets({"))]
-    widgets = dict(re.findall(r'"(\w+)": "([^"]*)"', block))
-    assert widgets == cli.ENSEMBLE_OPTIONS == {
-        "n_samples": "100000", "n_members": "5", "sampling": "disjoint", "combine": "mean",
-        "learner": "sklearn.ensemble.HistGradientBoostingClassifier", "model_name": "manymodels_fold_ensemble",
-        "alias": "champion", "experiment": ""}
-
-
 @pytest.mark.slow
 def test_notebook_04_runs_locally_with_small_n(tmp_path):
     env = {**os.environ, "MANYMODELS_HOME": str(tmp_path), "PYTHONUNBUFFERED": "1", "MM_N_SAMPLES": "4000",

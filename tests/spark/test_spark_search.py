@@ -132,6 +132,22 @@ def test_per_group_search_names_a_group_with_fewer_rows_than_folds(spark):
                          param_grid={"alpha": [1.0]}, cv=3)
 
 
+def test_per_group_search_keeps_a_nan_key(spark):
+    """A NaN float key is a group of its own (null keys are refused); the model table and the best rows keep it
+    NaN, as training's do (the shared packing pipeline restores it after the pandas UDF)."""
+    from pyspark.sql import functions as F
+
+    pdf = pd.DataFrame({"store": [1.5] * 12 + [-1.0] * 12, "x0": np.arange(24.0) % 7, "y": np.arange(24.0)})
+    df = spark.createDataFrame(pdf).withColumn(  # pandas' NaN would arrive as null: made NaN in Spark
+        "store", F.when(F.col("store") < 0, F.lit(float("nan"))).otherwise(F.col("store")))
+    result = search_per_group(df, group_cols=["store"], label_col="y", estimator=Ridge(),
+                              param_grid={"alpha": [1.0, 10.0]}, cv=3)
+    assert result.table.counts == {"ok": 2, "failed": 0, "skipped": 0}
+    stored = result.table.read(spark)
+    assert stored.where(F.isnan("store")).count() == 1 and stored.where(F.col("store").isNull()).count() == 0
+    assert result.best["store"].isna().sum() == 1 and len(result.best) == 2
+
+
 def test_global_search_through_mlflow(rf_search, mlflow_ctx, classification):
     import mlflow
     from mlflow import MlflowClient

@@ -16,6 +16,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeRegressor
 
 from manymodels import jobs, tracking
+from manymodels.api import score_per_group
 from manymodels.core import model_bytes
 from manymodels.core.fitting import fit_group
 from manymodels.core.model_bytes import LoadPolicy
@@ -24,7 +25,7 @@ from manymodels.core.panel import make_panel
 from manymodels.core.routing import REFUSED, route_predict
 from manymodels.core.spec import PanelSpec, TrainSpec
 from manymodels.jobs import cli
-from manymodels.spark.scoring import resolve_group_models, score_group_batches, score_per_group
+from manymodels.spark.scoring import resolve_group_models, score_group_batches
 from manymodels.spark.training import train_per_group
 from manymodels.storage.packed_store import PackedModels, read_blobs, read_index, read_policy
 

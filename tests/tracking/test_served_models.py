@@ -147,13 +147,13 @@ def test_a_run_id_whose_logging_crashed_before_registration_is_refused_on_new_da
     with pytest.raises(ConnectionError):
         tracking.log_training(spark, first, mlflow_ctx, name="logging_crash")
     monkeypatch.undo()
-    crashed = tracking._run_of(mlflow_ctx, "rerun-after-logging-crash")
-    assert crashed is not None and not tracking._registered(MlflowClient(), "logging_crash")
+    crashed = tracking.run_of(mlflow_ctx, "rerun-after-logging-crash")
+    assert crashed is not None and not tracking.is_registered(MlflowClient(), "logging_crash")
 
     other = train(spark, rows.assign(y=-rows["y"]), location, "rerun-after-logging-crash", commit=False)
     with pytest.raises(TrainingRunConflict, match=f"MLflow run {crashed.info.run_id}, not registered"):
         tracking.log_training(spark, other, mlflow_ctx, name="logging_crash")
-    assert not tracking._registered(MlflowClient(), "logging_crash")
+    assert not tracking.is_registered(MlflowClient(), "logging_crash")
     assert tracking.registered_fingerprint("logging_crash", "rerun-after-logging-crash", mlflow_ctx) == \
         first.fingerprint  # what jobs.train_and_register passes to train_per_group before training
 
@@ -231,7 +231,7 @@ def test_a_model_table_edited_blob_and_checksum_together_is_refused_for_scoring_
     with pytest.raises(ModelIntegrityError, match=f"Refusing to log group store={victim[0]}, item={victim[1]} of "
                                                   "training run edited-table"):
         tracking.log_training(spark, table, mlflow_ctx, name="edited_table")
-    assert not tracking._registered(MlflowClient(), "edited_table")
+    assert not tracking.is_registered(MlflowClient(), "edited_table")
 
 
 def test_registered_packed_models_edited_with_their_checksums_are_refused_by_every_load_path(

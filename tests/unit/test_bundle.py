@@ -20,6 +20,8 @@ import yaml
 from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.validators import Draft202012Validator, validator_for
 
+from manymodels.jobs.params import job_params
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE_FILE = REPO_ROOT / "databricks.yml"
 # The schema `databricks bundle schema` prints, vendored so the tests need nothing outside the repository.
@@ -35,26 +37,12 @@ TARGET_BUNDLE_KEYS = ("cluster_id", "compute_id", "git")
 KEYED_JOB_LISTS = {"tasks": "task_key", "job_clusters": "job_cluster_key", "parameters": "name"}
 PAUSABLE_JOB_FIELDS = ("schedule", "trigger", "continuous")
 
-# The notebooks' widgets: the jobs must pass exactly these (03, 04 and 05 may not exist yet: the
-# checks of a notebook's own source skip until it does).
-NOTEBOOK_WIDGETS = {
-    "01_prepare_data.py": {"n_groups", "mean_rows", "size_distribution", "layout", "output_dir", "seed"},
-    "02_train_per_group.py": {
-        "input_path", "group_cols", "feature_cols", "label_col", "estimator", "estimator_params",
-        "model_name", "alias", "experiment", "model_table", "failure_policy", "retrain",
-    },
-    "03_tune_hyperparameters.py": {
-        "input_path", "label_col", "estimator", "param_grid", "cv", "scoring", "group_cols", "model_name", "alias",
-        "experiment",
-    },
-    "04_fold_ensemble.py": {
-        "n_samples", "n_members", "sampling", "combine", "learner", "model_name", "alias", "experiment",
-    },
-    "05_batch_inference.py": {
-        "input_path", "model_name", "alias", "output_table", "passthrough_cols", "experiment", "shuffle",
-        "model_cache_mb",
-    },
-}
+# The command each notebook runs; its widgets are that command's job parameters (manymodels/jobs/params.py), and
+# the jobs must pass exactly these.
+NOTEBOOK_COMMANDS = {"01_prepare_data.py": "prepare", "02_train_per_group.py": "train",
+                     "03_tune_hyperparameters.py": "tune", "04_fold_ensemble.py": "ensemble",
+                     "05_batch_inference.py": "score"}
+NOTEBOOK_WIDGETS = {notebook: {p.name for p in job_params(command)} for notebook, command in NOTEBOOK_COMMANDS.items()}
 
 VAR_REF = re.compile(r"\$\{var\.([\w-]+)")
 JOB_PARAMETER_REF = re.compile(r"\{\{\s*job\.parameters\.([\w-]+)\s*\}\}")
@@ -320,15 +308,17 @@ def notebook_problems(yaml_file: Path) -> list[str]:
 
 
 def widget_problems(yaml_file: Path) -> list[str]:
-    """Each widget a task passes is named, as a quoted string, in its notebook (if it exists)."""
+    """Each widget a task passes is declared by its notebook (if it exists): `widgets(...)` names it, or the
+    source names it as a quoted string."""
     problems = []
     for task, path in notebook_files(yaml_file):
         if not path.is_file():
             continue  # notebook_problems reports it
         source = path.read_text(encoding="utf-8")
+        declared = declared_widgets(source)
         problems += [f"{rel(yaml_file)}: widget {widget!r} is passed but never named in {rel(path)}"
                      for widget in task.get("base_parameters") or {}
-                     if f'"{widget}"' not in source and f"'{widget}'" not in source]
+                     if widget not in declared and f'"{widget}"' not in source and f"'{widget}'" not in source]
     return problems
 
 
@@ -723,13 +713,18 @@ def compute_problems(bundle: dict, *, serverless: bool) -> list[str]:
 
 
 def declared_widgets(source: str) -> set[str]:
-    """Keys of the dict literal passed to `widgets({...})` in a notebook's source."""
+    """The widgets a notebook's source declares: `widgets(job_params("<command>"))`, or the keys of a dict literal
+    passed to `widgets({...})`."""
     import ast
 
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "widgets" and node.args \
-                and isinstance(node.args[0], ast.Dict):
-            return {key.value for key in node.args[0].keys if isinstance(key, ast.Constant)}
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "widgets" and node.args):
+            continue
+        arg = node.args[0]
+        if isinstance(arg, ast.Dict):
+            return {key.value for key in arg.keys if isinstance(key, ast.Constant)}
+        if isinstance(arg, ast.Call) and getattr(arg.func, "id", None) == "job_params":
+            return {p.name for p in job_params(arg.args[0].value)}
     return set()
 
 
@@ -809,7 +804,8 @@ def test_notebook_check_catches_missing_and_plain_python_files(tmp_path):
 
 
 def test_cli_underscore_options_equal_the_dash_options():
-    """Job parameters reach `manymodels train/main/prepare` under the widget names; the dash names stay."""
+    """Job parameters reach `manymodels train/main/prepare` under the widget names; the dash names and the older
+    short ones stay."""
     from manymodels.jobs.cli import _parser
 
     parse = lambda *argv: vars(_parser().parse_args(list(argv)))  # noqa: E731
@@ -817,7 +813,7 @@ def test_cli_underscore_options_equal_the_dash_options():
                    "--model-name", "m", "--table", "t", "--params", '{"alpha": 1}', "--failure-policy", "raise")
     widgets = parse("train", "--input_path=p", "--group_cols=a,b", "--feature_cols=x", "--label_col=y",
                     "--model_name=m", "--model_table=t", '--estimator_params={"alpha": 1}', "--failure_policy=raise")
-    assert dashed == widgets and widgets["group_cols"] == ["a", "b"] and widgets["table"] == "t"
+    assert dashed == widgets and widgets["group_cols"] == ["a", "b"] and widgets["model_table"] == "t"
     assert parse("main", "--n_groups", "5", "--mean_rows", "7") == parse("main", "--groups", "5", "--rows", "7")
     assert parse("prepare", "--output_dir=o", "--n_groups=5", "--size_distribution=zipf") == \
         parse("prepare", "--out", "o", "--groups", "5", "--sizes", "zipf")

@@ -162,13 +162,12 @@ def test_search_group_rows_and_refit(regression):
     assert frame.columns.tolist() == [c for c, _ in S.group_result_columns(spec, [("g", "bigint")])]
 
 
-def test_cli_tune_options_are_the_notebook_widgets():
+def test_the_tune_command_parses_json_and_lists():
+    """The tune command's options are typed by jobs/params.py (tests/unit/test_job_params.py checks the rest)."""
     from manymodels.jobs import cli
-    from manymodels.studies.tuning import TUNE_DEFAULTS
 
-    assert cli.TUNE_OPTIONS == TUNE_DEFAULTS
-    args = cli._parser().parse_args(["tune", "--param_grid", '{"n_estimators": [5]}', "--group_cols", "store"])
-    assert args.param_grid == '{"n_estimators": [5]}' and args.group_cols == "store" and args.cv == "3"
+    args = cli._parser().parse_args(["tune", "--param-grid", '{"n_estimators": [5]}', "--group_cols", "store"])
+    assert args.param_grid == {"n_estimators": [5]} and args.group_cols == ["store"] and args.cv == "3"
 
 
 # ---------------------------------------------------------------- bad input: one test each

@@ -19,7 +19,7 @@ never the rows passed to ``predict`` (the evaluation data).
 
 Members' out-of-fold predictions also give each member's validation score (accuracy or R^2 on the rows it
 did not train on). ``fit`` on pandas / numpy trains members one after another here; ``fit`` on a Spark
-DataFrame trains them in parallel (one Spark task per member, see ``manymodels.ensemble_spark``) and returns
+DataFrame trains them in parallel (one Spark task per member, see ``spark.ensembles``) and returns
 the same estimator, which predicts without Spark.
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ import time
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import get_tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from manymodels.core.estimators import seeded_clone
+from manymodels.core.estimators import is_classifier_estimator, seeded_clone
 from manymodels.core.folds import (
     COMBINES,
     SAMPLINGS,
@@ -125,7 +125,7 @@ class _FoldEnsemble(BaseEstimator):
         if isinstance(base, type) or not hasattr(base, "fit") or not hasattr(base, "get_params"):
             raise InputError(f"estimator={base!r:.80}: expected an unfitted scikit-learn estimator instance, "
                              "e.g. HistGradientBoostingClassifier().")
-        if is_classifier(self) and not hasattr(base, "predict_proba"):
+        if is_classifier_estimator(self) and not hasattr(base, "predict_proba"):
             raise InputError(f"estimator {type(base).__name__} has no predict_proba: a fold ensemble "
                              "classifier combines class probabilities; use a probabilistic classifier.")
 
@@ -139,7 +139,7 @@ class _FoldEnsemble(BaseEstimator):
 
     @property
     def _classifier(self) -> bool:
-        return is_classifier(self)
+        return is_classifier_estimator(self)
 
     # -- fitting
     def fit(self, X, y=None, *, feature_cols=None, label_col=None):

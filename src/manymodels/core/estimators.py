@@ -17,6 +17,7 @@ from manymodels.settings import ALLOWED_MODULES_ENV
 
 
 def seed_param_names(estimator: object) -> list[str]:
+    """Every ``random_state`` parameter of ``estimator``, nested ones (``step__random_state``) included."""
     return [n for n in estimator.get_params(deep=True) if n == "random_state" or n.endswith("__random_state")]
 
 
@@ -30,11 +31,13 @@ def seeded_clone(estimator: object, seed: int) -> object:
 
 
 def params_dict(model: object) -> dict:
+    """The estimator's own parameters as JSON-able values (anything else by its ``repr``)."""
     return {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
             for k, v in model.get_params(deep=False).items()}
 
 
 def params_json(model: object) -> str:
+    """``params_dict`` as JSON with sorted keys: what the model table and MLflow record."""
     return json.dumps(params_dict(model), sort_keys=True)
 
 

@@ -127,7 +127,7 @@ def all_finite(X, y: np.ndarray | None = None) -> bool:
 @contextmanager
 def batch_settings(X, y: np.ndarray | None = None, *, skip_parameter_validation: bool | None = None):
     """scikit-learn settings for the per-group calls of one packed batch (training's ``fit_packed``, scoring's
-    ``router.route_predict``): skip only checks known to pass (``all_finite``, ``_params_valid``; ``None``
+    ``routing.route_predict``): skip only checks known to pass (``all_finite``, ``_params_valid``; ``None``
     leaves that setting as it is) and answer its dataframe tests for numpy arrays at once (``fastchecks.py``)."""
     skip = {"assume_finite": all_finite(X, y), "skip_parameter_validation": skip_parameter_validation}
     with sklearn.config_context(**skip), numpy_fast_path():

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""The arithmetic of fold ensembles (pure numpy): rows hashed to folds, which rows each member trains on, member
+seeds, combining member outputs (mean, median, max, stacking) and the out-of-fold sums that score them.
+
+Folds come from a hash of each row's values, not from its position, so a member sees the same rows whether
+the data arrives as one pandas frame or as Spark partitions in any order. ``fit_member`` fits one member; the
+Spark layer (``spark.ensembles``) runs one per task."""
 from __future__ import annotations
 
 import time
@@ -26,6 +31,10 @@ def row_hashes(X: np.ndarray, y) -> np.ndarray:
     frame = pd.DataFrame(np.asarray(X, dtype=np.float64))
     frame["_y"] = label_key(y)
     return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+
+
+# splitmix64's multipliers: a row hash mixed with a salt, well spread over 64 bits
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 def _mix(h: np.ndarray, salt: int) -> np.ndarray:
@@ -145,5 +154,3 @@ def fit_member(ensemble, X: np.ndarray, y: np.ndarray, member: int):
     model.fit(X, y)
     return model, time.perf_counter() - start
 
-
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)

@@ -36,7 +36,7 @@ def row_bytes(dtypes: dict[str, str], key_cols, feature_cols, label_col) -> int:
 def arrow_batch_conf(max_rows: int, dtypes: dict[str, str], cols) -> dict[str, str]:
     """Arrow batch settings for one job: up to ``max_rows`` rows and about 64 MB of ``cols`` (Spark simple type
     names in ``dtypes``, sized by ``TYPE_BYTES``), bounded by rows alone so that Spark skips its per-row byte
-    accounting (see ``config.ARROW_MAX_BYTES``); never fewer than 1,000 rows."""
+    accounting (see ``settings.ARROW_MAX_BYTES``); never fewer than 1,000 rows."""
     row = sum(TYPE_BYTES.get(dtypes.get(c, ""), DEFAULT_TYPE_BYTES) for c in cols)
     rows = max(1_000, min(max_rows, (64 << 20) // max(1, row)))
     return {ARROW_MAX_RECORDS: str(rows), ARROW_MAX_BYTES: ARROW_BYTES_UNCHECKED}

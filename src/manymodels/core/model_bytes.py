@@ -1,4 +1,4 @@
-"""Model bytes with checksums, library versions, formats, and a per-process cache of loaded models.
+"""Model bytes: checksums, library versions, formats and load policies (the cache of loaded models is ``model_cache``).
 
 Pickles execute code when loaded, so every blob carries a SHA-256 that is checked before it is
 deserialized, whatever its format. Two formats, chosen per training run (``TrainSpec.model_format``)
@@ -11,9 +11,7 @@ and recorded per row (``model_format`` column):
 
 The format dispatch is one dict lookup (``_DUMPERS`` / ``_LOADERS``). What a loader may accept (the
 format a training run wrote and its trusted types) is a ``LoadPolicy``, written by the driver into the
-index of the packed models it governs (``model_index``). The cache lives in this importable module, so a
-Python worker (or a pyfunc process) loads each model at most once, keyed by (checksum, format), while it
-stays within the cache's bound on bytes held (``ModelCache``, ``$MANYMODELS_MODEL_CACHE_MB``).
+index of the packed models it governs (``storage.model_index``).
 """
 from __future__ import annotations
 
@@ -139,8 +137,8 @@ def untrusted_types(blob: bytes, trusted: tuple[str, ...], found: set[str] | Non
 def _untrusted_message(where: str, bad: list[str]) -> str:
     return (f"Refusing to load model {where or '(unnamed)'}: its skops file contains type(s) {bad} that are not in "
             "the trusted types. If you trust them, add them to trusted_types (train_per_group(..., "
-            "model_format='skops', trusted_types=[...]) or `manymodels train --trusted_types a.B,c.D`) and train "
-            "again; the defaults are serialization.DEFAULT_TRUSTED_TYPES.")
+            "model_format='skops', trusted_types=[...]) or `manymodels train --trusted-types a.B,c.D`) and train "
+            "again; the defaults are model_bytes.DEFAULT_TRUSTED_TYPES.")
 
 
 # ---------------------------------------------------------------- dump / load, dispatched on the format

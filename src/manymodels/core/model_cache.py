@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The per-process cache of loaded models, keyed by (SHA-256, format): each scoring worker deserializes a model
+once, and a hit is checked against the load policy of the version that asks. Bounded in bytes
+(``MANYMODELS_MODEL_CACHE_MB`` or the scoring call's ``model_cache_mb``), least recently used first out."""
 from __future__ import annotations
 
 import math

@@ -1,14 +1,13 @@
-"""The registered router model's store and routing: one MLflow pyfunc per training run (``router_pyfunc.GroupRouter``)
-predicts each row with its group's model; this module, which never imports mlflow, does the work for it and for
-the Python workers of ``inference.score_per_group``.
+"""Routing rows to their group's model (pure: never imports mlflow): what the registered router pyfunc
+(``tracking.router_pyfunc.GroupRouter``) and the Python workers of ``spark.scoring.score_per_group`` both run.
 
-Its artifacts are two Parquet files: ``models.parquet`` (canonical key, status, error, SHA-256, library
-versions, model format, model bytes) written in row groups of ``ROW_GROUP`` models, so that logging copies
-one file however many groups there are, and its index (``model_index``: key, SHA-256, format, size and the
-position of every model, with the training run's ``serialization.LoadPolicy`` in its metadata), the one
-authority on checksums, formats and policy. ``load_context`` reads the index; the first batch that needs a
-group's model reads its row group, checks the SHA-256 the index records (and, for skops, the trusted types)
-and deserializes it into the process-wide ``MODEL_CACHE``: each model is loaded once per process.
+``route_predict`` takes a batch of rows, the index of a run's models (``storage.model_index``: key, SHA-256,
+format, size and position of every model, with the training run's ``model_bytes.LoadPolicy``, the one
+authority on checksums, formats and policy) and a function that reads blobs (``storage.packed_store``). The
+first batch that needs a group's model reads it, checks the SHA-256 the index records (and, for skops, the
+trusted types) and deserializes it into the process-wide ``MODEL_CACHE``: each model is loaded once per
+process. A model that raises is bisected (``predict_isolated``) so that only its failing rows lose their
+prediction.
 
 Output columns: the key columns, ``prediction``, ``status`` (``ok``, ``unknown_group``, the group's
 training status, ``refused``: its stored model failed the checksum or the trusted types and was not

@@ -40,7 +40,7 @@ FIXED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("carried_from", "string", "object"),  # the training run that fitted a model carried over unchanged; else null
 )
 FIXED_NAMES = tuple(c for c, _, _ in FIXED_COLUMNS)
-# Columns that scoring adds after the key and pass-through columns (inference.py, router.py).
+# Columns that scoring adds after the key and pass-through columns (spark/scoring.py, core/routing.py).
 SCORING_NAMES = ("prediction", "probabilities", "status", "error", "model_version")
 # Prefix of the columns manymodels adds to the user's rows while planning (``_mm_bin``, ``_mm_fraction``, ...).
 INTERNAL_PREFIX = "_mm_"

@@ -34,10 +34,11 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
-from sklearn.base import clone, is_classifier
+from sklearn.base import clone
 
 from manymodels.core import model_bytes
 from manymodels.core.checks import check_estimator
+from manymodels.core.estimators import is_classifier_estimator, seed_param_names
 from manymodels.core.fitting import base_row, fit_arrays
 from manymodels.core.keys import group_seed, key_text
 from manymodels.core.packing import complete_groups, group_bounds
@@ -271,7 +272,7 @@ def fold_splits(spec: SearchSpec, X, y, groups=None) -> list[tuple[np.ndarray, n
     """The folds exactly as ``GridSearchCV`` makes them: ``check_cv(cv, y, classifier=...)``."""
     from sklearn.model_selection import check_cv
 
-    cv = check_cv(spec.cv, y, classifier=is_classifier(spec.estimator))
+    cv = check_cv(spec.cv, y, classifier=is_classifier_estimator(spec.estimator))
     return [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
 
 
@@ -279,9 +280,9 @@ def seeded_estimator(spec: SearchSpec, key: tuple | None = None) -> object:
     """Global search: ``random_state`` params left at None get a seed from ``spec.seed`` (ints are kept, so
     results equal GridSearchCV's). Per group: every ``random_state`` is the group's seed, as in training."""
     model = clone(spec.estimator)
-    params = model.get_params(deep=True)
-    names = [n for n in params if n == "random_state" or n.endswith("__random_state")]
+    names = seed_param_names(model)
     if key is None:
+        params = model.get_params(deep=True)
         names = [n for n in names if params[n] is None]
     if names:
         model.set_params(**{n: group_seed(spec.seed, key or GLOBAL_KEY) for n in names})
@@ -539,7 +540,7 @@ def dataset_key(staged: Staged, spec: SearchSpec) -> tuple:
     """The worker cache key: the staged bytes (path and checksums) and everything ``prepare_dataset`` and
     ``fold_splits`` use: columns, the splitter, the task (``check_cv`` stratifies an int cv for classifiers
     only), the seed and the number of folds."""
-    task = "classifier" if is_classifier(spec.estimator) else "other"
+    task = "classifier" if is_classifier_estimator(spec.estimator) else "other"
     return (staged.path, staged.fingerprint, staged.checksums, spec.feature_cols, spec.label_col,
             repr(spec.cv), spec.n_splits, spec.cv_groups_col, spec.order_col, task, spec.seed)
 

@@ -7,6 +7,7 @@ at module level.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from manymodels.settings import on_databricks
 
@@ -29,14 +30,30 @@ def _dbutils():
     return found
 
 
-def widgets(defaults: dict[str, str]) -> dict[str, str]:
-    """Declare one text widget per entry and return the current values (strings, like job parameters)."""
+def widgets(params) -> dict[str, str]:
+    """Declare one widget per parameter and return the current values (strings, as job parameters are).
+
+    ``params``: objects with ``name``, ``text`` (the default as text) and ``choices`` (enumerated values, a
+    dropdown widget when not empty; else a text widget), such as ``manymodels.jobs.params.job_params("score")``;
+    or a mapping name -> default (text widgets). Outside Databricks the values are the environment variables
+    ``MM_<NAME>`` where set, else the defaults."""
+    declared = _declared(params)
     dbutils = _dbutils()
     if dbutils is not None:
-        for name, default in defaults.items():
-            dbutils.widgets.text(name, str(default))
-        return {name: dbutils.widgets.get(name) for name in defaults}
-    return {name: os.environ.get(f"MM_{name.upper()}", str(default)) for name, default in defaults.items()}
+        for name, default, choices in declared:
+            if choices:
+                dbutils.widgets.dropdown(name, default, list(choices))
+            else:
+                dbutils.widgets.text(name, default)
+        return {name: dbutils.widgets.get(name) for name, _, _ in declared}
+    return {name: os.environ.get(f"MM_{name.upper()}", default) for name, default, _ in declared}
+
+
+def _declared(params) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(name, default text, choices) per widget."""
+    if isinstance(params, Mapping):
+        return [(name, str(default), ()) for name, default in params.items()]
+    return [(p.name, p.text, tuple(p.choices)) for p in params]
 
 
 def show(obj, rows: int = 20) -> None:

@@ -106,7 +106,7 @@ def upload(w, source: str | Path, remote_dir: str, *, overwrite: bool = True,
     errors = _errors()
     source = Path(source)
     if not source.exists():
-        raise WorkspaceError(f"Nothing to upload at {source}: run `manymodels prepare --output_dir {source}` "
+        raise WorkspaceError(f"Nothing to upload at {source}: run `manymodels prepare --output-dir {source}` "
                              "first, or pass the folder holding your data.")
     if not remote_dir.startswith("/Volumes/"):
         raise WorkspaceError(f"Upload target {remote_dir!r} is not a volume path: expected "

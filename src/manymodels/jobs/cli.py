@@ -1,4 +1,9 @@
-"""``manymodels`` command line: the entry points used by the README, the bundle jobs and CI."""
+"""``manymodels`` command line: the entry points used by the README, the bundle jobs and CI.
+
+Every option derives from ``manymodels.jobs.params``: ``--with-dashes``, with the underscore spelling (the widget
+and job parameter name) accepted too. A value that is not usable, and any other ``InputError``, ends the command
+with its message (which says how to fix it) on stderr and exit code 2; ``--debug`` shows the traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,147 +11,118 @@ import sys
 
 from manymodels import settings
 from manymodels.core.spec import PanelSpec
+from manymodels.errors import InputError
+from manymodels.jobs.params import COMMANDS, Param, as_texts, job_params
+
+DESCRIPTION = ("Train, tune, track and score many scikit-learn models in parallel on Spark. Options: --with-dashes, "
+               "or --with_underscores (the notebooks' widget and the bundle jobs' parameter names).")
+WORKSPACE_HELP = ("Databricks workspace: setup, upload, run a deployed job, promote (auth: DATABRICKS_HOST and "
+                  "the SDK's credentials, or --profile)")
+DEBUG_HELP = "on an error, show the Python traceback instead of the message alone"
+METAVARS = {"int": "N", "float": "X", "json": "JSON", "list": "A,B", "str": "TEXT"}
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def _parsed(param: Param, text, spelling: str | None):
+    """``param.parse(text)``; an ``InputError`` says which option (as typed) had the value."""
+    try:
+        return param.parse(text)
+    except InputError as exc:
+        raise InputError(f"argument {spelling or param.name}: {exc}") from exc
 
 
-def _checked(check, name: str):
-    """An argparse type running ``check(name, text)``: a NaN or out-of-range number is a usage error naming it."""
-    def parse(text: str):
-        try:
-            return check(name, text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    parse.__name__ = name
-    return parse
+class _Value(argparse.Action):
+    """Stores the typed value of a parameter (appends it for a repeatable one)."""
+
+    def __init__(self, option_strings, dest, param: Param, **kwargs):
+        self.param = param
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = _parsed(self.param, values, option_string)
+        if self.param.repeat:
+            value = [*(getattr(namespace, self.dest, None) or ()), value]
+        setattr(namespace, self.dest, value)
+
+
+class _Flag(argparse.Action):
+    """A boolean: ``--flag`` / ``--no-flag``, and ``--flag=true|false`` as the bundle's tasks pass it."""
+
+    def __init__(self, option_strings, dest, param: Param, **kwargs):
+        self.param = param
+        self.negative = "--no-" + param.name.replace("_", "-")
+        super().__init__([*option_strings, self.negative], dest, nargs="?", metavar="true|false", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == self.negative:
+            if values is not None:
+                raise InputError(f"argument {option_string}: takes no value (found {values!r}). Fix: "
+                                 f"{option_string}, or --{self.param.name}={values}.")
+            value = False
+        else:
+            value = True if values is None else _parsed(self.param, values, option_string)
+        setattr(namespace, self.dest, value)
+
+
+def help_text(param: Param) -> str:
+    """The option's help and its default (an empty default is explained by the help's own "(empty: ...)")."""
+    if param.required:
+        suffix = " (required)"
+    elif param.text:
+        suffix = f" (default: {param.text})"
+    else:
+        suffix = "" if "(empty: " in param.help else " (default: empty)"
+    return (param.help + suffix).replace("%", "%%")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Shows a boolean as ``--flag[=true|false], --no-flag``."""
+
+    def _format_action_invocation(self, action):
+        if isinstance(action, _Flag):
+            positive = [f"{s}[=true|false]" for s in action.option_strings if s != action.negative]
+            return ", ".join([*positive, action.negative])
+        return super()._format_action_invocation(action)
+
+
+def add_param(parser: argparse.ArgumentParser, param: Param) -> None:
+    """``param`` as an argument of ``parser``: its spellings, help with the default, typed on parsing."""
+    kwargs = dict(param=param, default=param.value, help=help_text(param))
+    if param.type == "bool":
+        parser.add_argument(*param.flags, dest=param.name, action=_Flag, **kwargs)
+        return
+    kwargs.update(action=_Value, choices=param.choices or None, metavar=None if param.choices else
+                  METAVARS[param.type])
+    if param.positional:
+        parser.add_argument(param.name, **kwargs)
+    else:
+        parser.add_argument(*param.flags, dest=param.name, required=param.required, **kwargs)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="manymodels", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    m = sub.add_parser("main", help="the main job on the embedded default: prepare, train, register, score")
-    # Underscore spellings = the notebooks' widget names = the bundle's job parameters.
-    m.add_argument("--groups", "--n_groups", type=int, default=1000)
-    m.add_argument("--rows", "--mean_rows", type=int, default=200, help="mean rows per group")
-    m.add_argument("--estimator", default="sklearn.linear_model.LinearRegression")
-    m.add_argument("--master", default=None, help="Spark master, e.g. spark://127.0.0.1:7077 (default local[*])")
-
-    pr = sub.add_parser("prepare", help="write a synthetic panel (parquet and/or one gzipped CSV per group)")
-    pr.add_argument("--out", "--output_dir", default=None)
-    pr.add_argument("--groups", "--n_groups", type=int, default=1000)
-    pr.add_argument("--rows", "--mean_rows", type=int, default=200)
-    pr.add_argument("--sizes", "--size_distribution", default="poisson", choices=["uniform", "poisson", "zipf"])
-    pr.add_argument("--layout", default="both", choices=["parquet", "gzip", "both"])
-    pr.add_argument("--seed", type=int, default=7)
-
-    t = sub.add_parser("train", help="train one model per group, log to MLflow and register the router")
-    t.add_argument("--input", "--input_path", required=True, help="table name, Parquet folder or CSV path")
-    t.add_argument("--format", default=None, choices=["parquet", "csv", "table"])
-    t.add_argument("--group-cols", "--group_cols", required=True, type=_csv)
-    t.add_argument("--feature-cols", "--feature_cols", required=True, type=_csv)
-    t.add_argument("--label-col", "--label_col", required=True)
-    t.add_argument("--estimator", default="sklearn.linear_model.LinearRegression")
-    t.add_argument("--params", "--estimator_params", default="{}", help="JSON object of estimator parameters")
-    t.add_argument("--model-name", "--model_name", default=None)
-    t.add_argument("--alias", default="champion")
-    t.add_argument("--experiment", default=None)
-    t.add_argument("--table", "--model_table", default=None,
-                   help="model table location: folder or catalog.schema.table")
-    t.add_argument("--failure-policy", "--failure_policy", default="record", choices=["record", "raise"])
-    t.add_argument("--retrain", default="all", choices=["all", "failed", "changed"],
-                   help="train every group, or only failed / changed groups, carrying the others over from the "
-                        "model table committed at --model_table")
-    t.add_argument("--training-run-id", default=None)
-    t.add_argument("--master", default=None)
-    t.add_argument("--model_format", default="pickle5", choices=["pickle5", "skops"],
-                   help="per-group model format: pickle5 (fastest) or skops (loads only trusted types)")
-    t.add_argument("--trusted_types", type=_csv, default=[],
-                   help="skops: comma-separated type names trusted beyond the defaults (linear models, numpy)")
-
-    tu = sub.add_parser("tune", help="hyperparameter search (global or per group), logged and registered; "
-                        "options = notebook 03's widgets")
-    for name, default in TUNE_OPTIONS.items():  # == search_spark.TUNE_DEFAULTS (a test checks), kept cheap to import
-        tu.add_argument(f"--{name}", default=default)
-    e = sub.add_parser("ensemble", help="fold/sample ensemble study: members in parallel on Spark, four "
-                       "combination rules, KDE plot; log + register (options = notebook 04's widgets)")
-    for name, default in ENSEMBLE_OPTIONS.items():
-        e.add_argument(f"--{name}", default=default)
-    e.add_argument("--master", default=None)
-    sc = sub.add_parser("score", help="score a table per group with a registered router and write the scores "
-                        "(options = notebook 05's widgets)")
-    for name, default in SCORE_OPTIONS.items():  # == jobs.SCORE_DEFAULTS (a test checks)
-        sc.add_argument(f"--{name}", default=default)
-    sc.add_argument("--master", default=None)
-    pn = sub.add_parser("prune", help="delete old model-table versions of a folder or table-name location (keeps "
-                        "the current one, the newest --keep and any younger than --min_age_hours)")
-    pn.add_argument("--table", "--model_table", default=None,
-                    help="model table folder or table name (default: the project's folder)")
-    pn.add_argument("--keep", type=int, default=5)
-    pn.add_argument("--min_age_hours", "--min-age-hours", type=float, default=24.0)
-    _workspace_parser(sub)
+    """The ``manymodels`` parser: one subcommand per ``params.COMMANDS`` entry (``workspace ...`` nested)."""
+    p = argparse.ArgumentParser(prog="manymodels", description=DESCRIPTION, formatter_class=_Formatter)
+    p.add_argument("--version", action="version", version=f"manymodels {settings.VERSION}")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+    groups = {}
+    for name, command in COMMANDS.items():
+        first, _, rest = name.partition(" ")
+        if rest and first not in groups:
+            group = sub.add_parser(first, help=WORKSPACE_HELP, description=WORKSPACE_HELP, formatter_class=_Formatter)
+            groups[first] = group.add_subparsers(dest=f"{first}_command", required=True, metavar="command")
+        parent = groups[first] if rest else sub
+        q = parent.add_parser(rest or first, help=command.help, description=command.help, formatter_class=_Formatter)
+        q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        for param in command.params:
+            add_param(q, param)
     return p
 
 
-# `manymodels ensemble` options: exactly the widgets of notebooks/04_fold_ensemble.py (all strings).
-ENSEMBLE_OPTIONS = {"n_samples": "100000", "n_members": "5", "sampling": "disjoint", "combine": "mean",
-                    "learner": "sklearn.ensemble.HistGradientBoostingClassifier",
-                    "model_name": "manymodels_fold_ensemble", "alias": "champion", "experiment": ""}
+def _spark(args):
+    # lazy: the command starts without pyspark until it needs a session
+    from manymodels.spark.session import get_spark
 
-
-# `manymodels score` options: exactly the widgets of notebooks/05_batch_inference.py (all strings).
-SCORE_OPTIONS = {"input_path": "", "model_name": "manymodels_router", "alias": "champion", "output_table": "",
-                 "passthrough_cols": "", "experiment": "", "shuffle": "true", "model_cache_mb": ""}
-
-JOB_KEYS = ("nightly", "weekly_tuning", "fold_ensemble")
-TUNE_OPTIONS = {"input_path": "", "label_col": "target", "estimator": "sklearn.ensemble.RandomForestRegressor",
-                "param_grid": '{"n_estimators": [10, 20, 50]}', "cv": "3", "scoring": "r2", "group_cols": "",
-                "model_name": "manymodels_tuned", "alias": "champion", "experiment": ""}
-
-
-def _workspace_parser(sub) -> None:
-    """`manymodels workspace ...`: a Databricks workspace through databricks-sdk (see manymodels.workspace)."""
-    # lazy: the command starts without pyspark or mlflow until it needs them
-    from manymodels.core.checks import check_fraction, check_seconds
-    from manymodels.settings import DEFAULT_CATALOG, DEFAULT_SCHEMA, DEFAULT_VOLUME
-
-    ws = sub.add_parser("workspace", help="Databricks workspace: setup, upload, run a deployed job, promote "
-                        "(auth: DATABRICKS_HOST + the SDK's credentials, or --profile)")
-    wsub = ws.add_subparsers(dest="workspace_command", required=True)
-
-    def location(q, with_volume=True):
-        q.add_argument("--profile", default=None, help="profile of ~/.databrickscfg (default: the environment)")
-        q.add_argument("--catalog", default=DEFAULT_CATALOG)
-        q.add_argument("--schema", default=DEFAULT_SCHEMA)
-        if with_volume:
-            q.add_argument("--volume", default=DEFAULT_VOLUME)
-
-    location(wsub.add_parser("setup", help="create catalog.schema and the volume unless they exist"))
-    u = wsub.add_parser("upload", help="upload prepared data (gzipped per-group files or Parquet) to the volume")
-    location(u)
-    u.add_argument("--source", required=True, help="local file or folder, e.g. .manymodels/data/panel")
-    u.add_argument("--dest", default="panel", help="folder inside the volume (the jobs' default data_dir is panel)")
-    u.add_argument("--no-overwrite", dest="overwrite", action="store_false")
-    r = wsub.add_parser("run", help="run a job the bundle deployed, show progress, print the final state and URL")
-    r.add_argument("job", choices=JOB_KEYS)
-    r.add_argument("--profile", default=None)
-    r.add_argument("--target", default="dev", help="bundle target the job was deployed to")
-    r.add_argument("--job-id", type=int, default=None, help="skip the lookup by tag")
-    r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="job parameter (the notebook widget names), repeatable")
-    r.add_argument("--only", type=_csv, default=None, help="comma-separated task keys to run")
-    r.add_argument("--no-wait", dest="wait", action="store_false")
-    r.add_argument("--timeout", type=_checked(check_seconds, "timeout"), default=4 * 3600,
-                   help="seconds to wait for the run")
-    pm = wsub.add_parser("promote", help="register step: quality gate on @alias's run, then move @champion_alias")
-    pm.add_argument("--profile", default=None)
-    pm.add_argument("--model_name", required=True, help="catalog.schema.model")
-    pm.add_argument("--alias", default="challenger")
-    pm.add_argument("--champion_alias", default="champion")
-    pm.add_argument("--min_ok_fraction", type=_checked(check_fraction, "min_ok_fraction"), default=0.95,
-                    help="ok / (ok + failed) groups the new version's run needs, in [0, 1]")
+    return get_spark(args.master)
 
 
 def _workspace(args) -> int:
@@ -162,12 +138,7 @@ def _workspace(args) -> int:
         done = workspace.upload(w, args.source, dest, overwrite=args.overwrite)
         print(f"{done.files} files, {done.bytes / 1e6:.1f} MB in {done.remote_dir}")
     elif command == "run":
-        params = {}
-        for item in args.param:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise SystemExit(f"--param {item!r}: expected NAME=VALUE, e.g. --param n_groups=200")
-            params[name] = value
+        params = dict(item.partition("=")[::2] for item in args.param)
         job_id = args.job_id or workspace.find_job(w, args.job, args.target).job_id
         result = workspace.run_job(w, job_id, params, only=args.only, wait=args.wait, timeout_s=args.timeout)
         if args.wait and not result.succeeded:
@@ -178,65 +149,104 @@ def _workspace(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "workspace":
-        return _workspace(args)
-    if args.command == "prune":
-        # lazy: the command starts without pyspark or mlflow until it needs them
-        from manymodels.storage import model_table
-
-        location = args.table or model_table.default_location()
-        spark = None
-        if model_table.is_table_name(location):  # version tables are listed and dropped through Spark
-            # lazy: the command starts without pyspark or mlflow until it needs them
-            from manymodels.spark.session import get_spark
-
-            spark = get_spark()
-        deleted = model_table.prune(location, keep=args.keep, min_age_hours=args.min_age_hours, spark=spark)
-        print(f"deleted {len(deleted)} old version(s) of {location}; "
-              f"{len(model_table.versions(location, spark=spark))} left (current one kept)")
-        for path in deleted:
-            print(f"  {path}")
-        return 0
+def _prune(args) -> int:
     # lazy: the command starts without pyspark or mlflow until it needs them
-    from manymodels import jobs
+    from manymodels.storage import model_table
 
-    if args.command == "main":
-        print(jobs.run_main(args.groups, args.rows, args.estimator, args.master))
-    elif args.command == "prepare":
-        panel = PanelSpec(n_groups=args.groups, mean_rows=args.rows, size_distribution=args.sizes, seed=args.seed)
-        prepared = jobs.prepare_data(panel, args.out, layout=args.layout)
-        print(f"wrote {prepared.n_rows} rows of {prepared.n_groups} groups to {prepared.parquet_dir.parent}")
-    elif args.command == "train":
+    location = args.model_table or model_table.default_location()
+    spark = None
+    if model_table.is_table_name(location):  # version tables are listed and dropped through Spark
         # lazy: the command starts without pyspark or mlflow until it needs them
         from manymodels.spark.session import get_spark
 
-        result = jobs.train_and_register(
-            get_spark(args.master), args.input, group_cols=args.group_cols, feature_cols=args.feature_cols,
-            label_col=args.label_col, estimator=args.estimator, params=args.params, model_name=args.model_name,
-            alias=args.alias, experiment=args.experiment, location=args.table, fmt=args.format,
-            failure_policy=args.failure_policy, training_run_id=args.training_run_id, retrain=args.retrain,
-            model_format=args.model_format, trusted_types=args.trusted_types)
-        print(jobs.summarize(result, None, None, sum(result.timings.values())))
-    elif args.command == "tune":
-        # lazy: the command starts without pyspark or mlflow until it needs them
-        from manymodels.spark.session import get_spark
-        from manymodels.studies.tuning import tune
-
-        print(tune(get_spark(), **{name: getattr(args, name) for name in TUNE_OPTIONS}).summary())
-    elif args.command == "score":
-        # lazy: the command starts without pyspark or mlflow until it needs them
-        from manymodels.spark.session import get_spark
-
-        print(jobs.batch_score(get_spark(args.master), **{n: getattr(args, n) for n in SCORE_OPTIONS}).summary())
-    elif args.command == "ensemble":
-        # lazy: the command starts without pyspark or mlflow until it needs them
-        from manymodels.spark.session import get_spark
-        from manymodels.studies.fold_ensemble import format_study, run_study
-
-        print(format_study(run_study(get_spark(args.master), **{n: getattr(args, n) for n in ENSEMBLE_OPTIONS})))
+        spark = get_spark()
+    deleted = model_table.prune(location, keep=args.keep, min_age_hours=args.min_age_hours, spark=spark)
+    print(f"deleted {len(deleted)} old version(s) of {location}; "
+          f"{len(model_table.versions(location, spark=spark))} left (current one kept)")
+    for path in deleted:
+        print(f"  {path}")
     return 0
+
+
+def _prepare(args) -> int:
+    # lazy: the command starts without pyspark or mlflow until it needs them
+    from manymodels.jobs import steps
+
+    panel = PanelSpec(n_groups=args.n_groups, mean_rows=args.mean_rows, size_distribution=args.size_distribution,
+                      seed=args.seed)
+    prepared = steps.prepare_data(panel, args.output_dir, layout=args.layout)
+    print(f"wrote {prepared.n_rows} rows of {prepared.n_groups} groups to {prepared.parquet_dir.parent}")
+    return 0
+
+
+def _train(args) -> int:
+    # lazy: the command starts without pyspark or mlflow until it needs them
+    from manymodels.jobs import steps
+
+    source = args.input_path or steps.default_input()  # no input: refused before Spark starts
+    result = steps.train_and_register(
+        _spark(args), source, group_cols=args.group_cols, feature_cols=args.feature_cols,
+        label_col=args.label_col, estimator=args.estimator, params=args.estimator_params,
+        model_name=args.model_name, alias=args.alias, experiment=args.experiment, location=args.model_table,
+        fmt=args.format, failure_policy=args.failure_policy, training_run_id=args.training_run_id,
+        retrain=args.retrain, model_format=args.model_format, trusted_types=args.trusted_types)
+    print(steps.summarize(result, None, None, sum(result.timings.values())))
+    return 0
+
+
+def _widget_texts(args) -> dict[str, str]:
+    """The command's job parameters as the texts a notebook's widgets give (what tune, score and the study take)."""
+    return as_texts(job_params(args.command), vars(args))
+
+
+def _tune(args) -> int:
+    # lazy: the command starts without pyspark or mlflow until it needs them
+    from manymodels.studies.tuning import tune
+
+    print(tune(_spark(args), **_widget_texts(args)).summary())
+    return 0
+
+
+def _score(args) -> int:
+    # lazy: the command starts without pyspark or mlflow until it needs them
+    from manymodels.jobs import steps
+
+    print(steps.batch_score(_spark(args), **_widget_texts(args)).summary())
+    return 0
+
+
+def _ensemble(args) -> int:
+    # lazy: the command starts without pyspark or mlflow until it needs them
+    from manymodels.studies.fold_ensemble import format_study, run_study
+
+    print(format_study(run_study(_spark(args), **_widget_texts(args))))
+    return 0
+
+
+def _main(args) -> int:
+    # lazy: the command starts without pyspark or mlflow until it needs them
+    from manymodels.jobs import steps
+
+    print(steps.run_main(args.n_groups, args.mean_rows, args.estimator, args.master))
+    return 0
+
+
+RUNNERS = {"main": _main, "prepare": _prepare, "train": _train, "tune": _tune, "ensemble": _ensemble,
+           "score": _score, "prune": _prune, "workspace": _workspace}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``manymodels argv``; its exit code. An ``InputError`` prints its message to stderr and exits with 2
+    (``--debug``: raised, traceback shown)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = _parser().parse_args(argv)
+        return RUNNERS[args.command](args)
+    except InputError as exc:
+        if "--debug" in argv:
+            raise
+        print(f"manymodels: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from manymodels import api, tracking
 from manymodels.core import model_cache
 from manymodels.core.checks import check_estimator, check_path, parse_bool
 from manymodels.core.estimators import load_estimator
+from manymodels.core.panel import feature_names, make_panel, write_gzip_per_group, write_parquet
 from manymodels.core.spec import PanelSpec
 from manymodels.errors import InputError
 from manymodels.settings import OUTPUT_ROOT_ENV, ROW_BOUNDED_ARROW, on_databricks, project_home
@@ -47,22 +48,23 @@ class Prepared:
     n_groups: int
 
 
-def prepare_data(panel: PanelSpec, out_dir: str | Path | None = None, *, layout: str = "parquet",
+def prepare_data(panel: PanelSpec, out_dir: str | Path | None = None, *, layout: str = "both",
                  holdout_fraction: float = 0.05) -> Prepared:
-    """Generate a panel, keep a random held-out batch aside, and write the training rows in the chosen layout(s)."""
+    """Generate a panel, keep a random held-out batch aside, and write the training rows in the chosen layout(s):
+    ``parquet``, ``gzip`` (one gzipped CSV per group) or ``both``."""
     if not (isinstance(holdout_fraction, (int, float)) and 0 <= holdout_fraction < 1):  # NaN fails the comparison
         raise InputError(f"holdout_fraction={holdout_fraction!r}: expected a number in [0, 1), e.g. 0.05.")
     out = Path(out_dir) if out_dir else project_home() / "data" / "panel"
     out.mkdir(parents=True, exist_ok=True)
-    rows, truth = panel.make_panel(panel)
+    rows, truth = make_panel(panel)
     rng = np.random.default_rng(panel.seed + 1)
     mask = rng.random(len(rows)) < holdout_fraction
     holdout, train = rows[mask].reset_index(drop=True), rows[~mask].reset_index(drop=True)
-    parquet_dir = panel.write_parquet(train, out / "parquet") if layout in ("parquet", "both") else out / "parquet"
+    parquet_dir = write_parquet(train, out / "parquet") if layout in ("parquet", "both") else out / "parquet"
     gzip_dir = None
     if layout in ("gzip", "both"):
         gzip_dir = out / "gzip"
-        panel.write_gzip_per_group(train, panel.key_cols, gzip_dir)
+        write_gzip_per_group(train, panel.key_cols, gzip_dir)
     holdout.to_parquet(out / "holdout.parquet", index=False)
     truth.to_parquet(out / "truth.parquet", index=False)
     return Prepared(parquet_dir, gzip_dir, holdout, truth, len(train), panel.n_groups)
@@ -77,9 +79,9 @@ class TrainResult:
 
 
 def train_and_register(spark, source: str, *, group_cols, feature_cols, label_col, estimator: str,
-                       params: str | dict | None = None, model_name: str | None = None, alias: str = "champion",
-                       experiment: str | None = None, location: str | None = None, fmt: str | None = None,
-                       failure_policy: str = "record", seed: int = 42, min_rows: int = 10,
+                       params: str | dict | None = None, model_name: str | None = "manymodels_router",
+                       alias: str = "champion", experiment: str | None = None, location: str | None = None,
+                       fmt: str | None = None, failure_policy: str = "record", seed: int = 42, min_rows: int = 10,
                        training_run_id: str | None = None, retrain: str = "all", model_format: str = "pickle5",
                        trusted_types=(), allowed_modules=()) -> TrainResult:
     """Train per group, then log and register; the new model table becomes current only once its router
@@ -159,8 +161,8 @@ def run_main(n_groups: int = 1000, mean_rows: int = 200, estimator: str = "sklea
     start = time.perf_counter()
     spark = get_spark(master)
     panel = PanelSpec(n_groups=n_groups, mean_rows=mean_rows)
-    prepared = prepare_data(panel)
-    features = panel.feature_names(panel.n_features)
+    prepared = prepare_data(panel, layout="parquet")  # the main job reads the Parquet layout only
+    features = feature_names(panel.n_features)
     result = train_and_register(spark, str(prepared.parquet_dir), group_cols=list(panel.key_cols),
                                 feature_cols=features, label_col="y", estimator=estimator, fmt="parquet")
     batch = pd.concat([prepared.holdout, _unknown_group_rows(prepared.holdout, panel)], ignore_index=True)
@@ -174,10 +176,6 @@ def _unknown_group_rows(holdout: pd.DataFrame, panel: PanelSpec) -> pd.DataFrame
     rows = holdout.head(2).copy()
     rows[panel.key_cols[0]] = -1
     return rows
-
-
-SCORE_DEFAULTS = {"input_path": "", "model_name": "manymodels_router", "alias": "champion", "output_table": "",
-                  "passthrough_cols": "", "experiment": "", "shuffle": "true", "model_cache_mb": ""}
 
 
 @dataclass
@@ -275,7 +273,7 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     cache_mb = str(model_cache_mb).strip() or None
     model_cache.cache_bytes(cache_mb)  # checked before anything is read
     source = input_path or default_input()
-    check_path(source, "input_path")
+    check_path(source, "input_path")  # before the output is checked or anything is read
     default_output = project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name)
     output = check_output(output_table or str(default_output), model_name=model_name, input_path=source)
     start = time.perf_counter()
@@ -284,7 +282,7 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     keep = [c.strip() for c in passthrough_cols.split(",") if c.strip()]
     uri = f"models:/{tracking.model_name(model_name)}@{alias}"
     scored = api.score_per_group(df, uri, passthrough_cols=keep, shuffle=shuffled, model_cache_mb=cache_mb)
-    with session_conf(spark, ROW_BOUNDED_ARROW):  # as the embedded session has it (config.ARROW_MAX_BYTES)
+    with session_conf(spark, ROW_BOUNDED_ARROW):  # as the embedded session has it (settings.ARROW_MAX_BYTES)
         if "/" in output:
             scored.write.mode("overwrite").parquet(output)
         else:

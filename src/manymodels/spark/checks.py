@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Driver checks that need one Spark aggregate: group sizes, null keys, and non-finite or fractional values,
+named by group and column with an example row. Each check is one aggregate over the input, run before the
+training job; the rules it applies are the pure ones of ``core.checks``."""
 from __future__ import annotations
 
 from manymodels.core.checks import FLOAT_TYPES

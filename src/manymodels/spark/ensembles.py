@@ -1,4 +1,4 @@
-"""The thin Spark layer of fold ensembles, and the fold-ensemble study run by the notebook, the CLI and the bench.
+"""The thin Spark layer of fold ensembles (the estimators: ``core.ensemble``; the study: ``studies.fold_ensemble``).
 
 ``fit_spark(ensemble, df, label_col=..., feature_cols=...)`` (what ``FoldEnsemble*.fit(spark_df, "label")``
 calls): driver-side checks (columns, types, null labels, classes: one aggregate job) -> pass 1: a narrow
@@ -40,8 +40,7 @@ from manymodels.core.schema import quoted
 from manymodels.errors import InputError, short_list
 from manymodels.settings import ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS
 from manymodels.spark.checks import NONFINITE_COL, nonfinite_aggregate, raise_nonfinite
-from manymodels.spark.session import col, cols, map_in_pandas
-from manymodels.spark.training import session_conf
+from manymodels.spark.session import col, cols, map_in_pandas, session_conf
 from manymodels.spark.worker_process import task_attempt
 
 HASH_COL, FOLD_COL, MEMBER_COL, PART_COL, KIND_COL = "_mm_hash", "_mm_fold", "_mm_member", "_mm_part", "_mm_kind"

@@ -1,5 +1,11 @@
-"""TODO docstring."""
+"""The one input reader: a table name, a Parquet, CSV or Delta folder, or files read whole (one group per file).
+
+An explicit ``fmt`` beats guessing; otherwise a name with no path separator is a table, a path naming ``.csv``
+is CSV, a folder with ``_delta_log`` is Delta, and any other path Parquet. Columns are checked by name before
+any job runs."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from pyspark.sql import functions as F
 
@@ -8,38 +14,50 @@ from manymodels.core.planning import TASKS_PER_CORE
 from manymodels.errors import InputError, short_list
 from manymodels.spark.session import parallelism
 
+FORMATS = ("table", "parquet", "csv", "delta")
+
+
+def input_format(source: str, fmt: str | None = None) -> str:
+    """The format ``source`` is read as: ``fmt`` when given; otherwise a name without ``/`` is a table, a path
+    naming ``.csv`` is CSV, a folder holding ``_delta_log`` is Delta, and any other path is Parquet."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise InputError(f"fmt={fmt!r} for {source!r}: expected one of {', '.join(FORMATS)} (or nothing, to "
+                             "decide from the source: a name without '/' is a table, '.csv' is CSV, a folder with "
+                             "_delta_log is Delta, any other path Parquet).")
+        return fmt
+    if "/" not in source:
+        return "table"
+    if ".csv" in source.lower():
+        return "csv"
+    if "://" not in source and (Path(source) / "_delta_log").is_dir():
+        return "delta"
+    return "parquet"
+
+
+def read_any(spark, source: str, *, fmt: str | None = None):
+    """A table name or a Parquet, CSV or Delta path as a Spark DataFrame (see ``input_format``). A local or FUSE
+    path must exist: a missing one is refused with what its folder holds."""
+    fmt = input_format(source, fmt)
+    if fmt == "table":
+        return spark.read.table(source)
+    check_path(source, "input_path")
+    reader = spark.read.format(fmt)
+    if fmt == "csv":
+        reader = reader.option("header", "true").option("inferSchema", "true")
+    return reader.load(source)
+
 
 def read_input(spark, source: str, *, key_cols, feature_cols, label_col, fmt: str | None = None):
-    """Read a user table, a Parquet folder or CSV files and select the named columns.
-
-    ``source`` is a table name (``catalog.schema.table``) or a path; ``fmt`` is ``parquet``, ``csv`` or
-    ``table`` and is guessed from the path when omitted. CSV columns are cast to double for features.
-    """
-    fmt = fmt or ("csv" if ".csv" in source else "table" if "/" not in source else "parquet")
-    check_path(source, "input_path")
-    if fmt == "table":
-        df = spark.read.table(source)
-    elif fmt == "parquet":
-        df = spark.read.parquet(source)
-    elif fmt == "csv":
-        df = spark.read.option("header", "true").option("inferSchema", "true").csv(source)
-    else:
-        raise InputError(f"fmt={fmt!r}: expected 'parquet', 'csv' or 'table'.")
+    """``read_any`` with the named columns selected; a missing column is refused before any job, naming the
+    columns the source has."""
+    df = read_any(spark, source, fmt=fmt)
     wanted = list(dict.fromkeys(list(key_cols) + list(feature_cols) + [label_col]))
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise InputError(f"Column(s) {short_list(missing)} not found in {source}: found {short_list(df.columns, 12)}. "
                          "Pass the right key_cols / feature_cols / label_col.")
     return df.select(*wanted)
-
-
-def read_any(spark, source: str):
-    """A table name, a Parquet folder or CSV path, as a Spark DataFrame."""
-    if "/" not in source:
-        return spark.read.table(source)
-    if ".csv" in source:
-        return spark.read.option("header", "true").option("inferSchema", "true").csv(source)
-    return spark.read.parquet(source)
 
 
 # Compression codecs Hadoop cannot split (a file of these is read whole by one task); bzip2 and plain text split.

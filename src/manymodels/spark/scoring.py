@@ -5,7 +5,7 @@ by SHA-256, checked before deserializing; skops blobs also against the training 
 holds them for the life of the worker process, up to a bound on their bytes (``model_cache_mb``; the
 least recently used go first), and the per-group store's index and load policy are
 read once per process too. No SparkContext, RDD or broadcast variable: the
-per-group models are read by the workers from a packed Parquet store (``router.PackedModels``) at a
+per-group models are read by the workers from a packed Parquet store (``packed_store.PackedModels``) at a
 path they can see, and a single model travels as bytes inside the UDF (its SHA-256 is the cache key).
 
 Output columns: the key columns (per group), the pass-through columns, ``prediction``,
@@ -156,7 +156,7 @@ def score_group_batches(batches: Iterator[pd.DataFrame], *, models: GroupModels,
                         load_log: str | None = None, cache_bytes: int | None = None) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` body: every row scored with its group's model, loaded at most once per process while
     the worker's models fit in ``cache_bytes`` (``model_cache.ModelCache``). A row its model cannot
-    predict gets ``status="predict_failed"`` (``router.route_predict``); the batch goes on."""
+    predict gets ``status="predict_failed"`` (``routing.route_predict``); the batch goes on."""
     store = Path(models.store) / MODELS_FILE
     index, refusal = _index(models)
     if cache_bytes is not None:
@@ -336,7 +336,7 @@ def score_single_batches(batches: Iterator, *, model: SingleModel, passthrough: 
     pass-through columns are handed back as they came, and the probabilities are a struct of one float64
     column per class (cheaper to hand over and store than a map, whose class names repeat on every row).
     Consecutive batches are scored together (``coalesced``), one ``predict`` call each; when it raises, the rows
-    are bisected (``router.predict_isolated``): the failing ones get null ``prediction`` / ``probabilities``,
+    are bisected (``routing.predict_isolated``): the failing ones get null ``prediction`` / ``probabilities``,
     ``status="predict_failed"`` and the exception in ``error``, the others their prediction and ``status="ok"``.
     The constant ``model_version`` column is added by Spark (``score_single``), not here."""
     import pyarrow as pa

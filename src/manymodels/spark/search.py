@@ -1,4 +1,4 @@
-"""The thin Spark layer of hyperparameter search (the pure part is ``manymodels.search``).
+"""The thin Spark layer of hyperparameter search (the pure part is ``core.search``).
 
 Global search (one dataset): the data is staged once per run as Parquet (a pandas frame written by
 the driver, a Spark DataFrame written by Spark) under a name no other run uses, with the SHA-256 of
@@ -36,7 +36,6 @@ from manymodels.core import model_bytes
 from manymodels.core import search as S
 from manymodels.core.checks import NUMERIC_SPARK_TYPES, check_columns
 from manymodels.core.estimators import task_of
-from manymodels.core.planning import BIN_COL, TASKS_PER_CORE, plan
 from manymodels.core.schema import FIXED_NAMES, quoted
 from manymodels.core.spec import TrainSpec
 from manymodels.errors import InputError, short_list
@@ -57,8 +56,9 @@ from manymodels.settings import (
     volume_path,
 )
 from manymodels.spark.checks import check_group_sizes, null_key_aggregate, value_aggregates
-from manymodels.spark.session import col, cols, keys_frame, map_in_pandas, parallelism
-from manymodels.spark.training import ModelTable, assignment_schema, session_conf
+from manymodels.spark.packing import plan_groups, run_packed
+from manymodels.spark.session import col, cols, parallelism, session_conf
+from manymodels.spark.training import ModelTable
 from manymodels.spark.worker_process import with_task_attempt
 from manymodels.storage import model_table
 
@@ -382,16 +382,12 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     check_group_sizes(group_cols, sizes, spec=train_spec, df=df)  # null keys, infinite values, class labels
     S.check_fold_sizes(sizes, group_cols, spec.n_splits)
     spark = df.sparkSession
-    assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core or TASKS_PER_CORE)
     keys = list(group_cols)
-    assign_df = keys_frame(spark, assignment[keys + [BIN_COL]], assignment_schema(df, keys))
-    used = list(dict.fromkeys(keys + S.staged_columns(spec)))
-    packed = (df.select(*cols(used)).join(assign_df.hint("broadcast"), on=keys, how="inner")
-              .repartition(n_parts, BIN_COL).sortWithinPartitions(BIN_COL, *cols(keys)).drop(BIN_COL))
+    packing = plan_groups(df, sizes, keys, tasks_per_core)
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     columns = S.group_result_columns(spec, [(k, types[k]) for k in keys])
-    body = partial(with_task_attempt, S.search_stream, spec=spec, train_spec=train_spec)
-    result = map_in_pandas(packed, body, _ddl(columns))
+    used = list(dict.fromkeys(keys + S.staged_columns(spec)))
+    result = run_packed(df, packing, S.search_stream, _ddl(columns), used=used, spec=spec, train_spec=train_spec)
     staged = Path(staging or default_staging(spark)) / f"group-search-{_safe_name(run_id, 48)}-{uuid.uuid4().hex}"
     try:
         with session_conf(spark, {ARROW_MAX_RECORDS: str(GROUP_ARROW_BATCH_ROWS), ARROW_MAX_BYTES: ARROW_BYTE_CAP}):
@@ -412,7 +408,7 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     counts = model_table.value_counts(spark, version, "status")
     table = ModelTable(location=location, version=version, spec=train_spec, n_groups=int(sum(counts.values())),
                        counts={s: int(counts.get(s, 0)) for s in ("ok", "failed", "skipped")},
-                       wall_seconds=time.perf_counter() - start, plan_partitions=n_parts,
+                       wall_seconds=time.perf_counter() - start, plan_partitions=packing.n_parts,
                        extra={"input_types": dict(df.dtypes), "task": task_of(train_spec)})
     timings["total"] = table.wall_seconds
     return GroupSearchResult(cv_results, best_per_group(cv_results, spec), table, spec, timings)

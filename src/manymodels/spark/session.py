@@ -26,7 +26,7 @@ from manymodels.settings import (
 PYTHON_CONF = "spark.pyspark.python"
 LOCAL_DEFAULTS = {
     ARROW_ENABLED: "true",
-    **ROW_BOUNDED_ARROW,  # 10,000-row batches bounded by rows only (see config.ARROW_MAX_BYTES)
+    **ROW_BOUNDED_ARROW,  # 10,000-row batches bounded by rows only (see settings.ARROW_MAX_BYTES)
     "spark.sql.execution.pyspark.udf.faulthandler.enabled": "true",
     "spark.python.worker.faulthandler.enabled": "true",
     "spark.driver.memory": "4g",

@@ -21,7 +21,7 @@ from manymodels.core.estimators import task_of
 from manymodels.core.fitting import GroupFitError, fit_stream
 from manymodels.core.keys import canonical_key
 from manymodels.core.memory import FRACTION_COL, arrow_batch_conf, check_group_memory, row_bytes, sample_fractions
-from manymodels.core.planning import BIN_COL, TASKS_PER_CORE, partition_labels, plan
+from manymodels.core.planning import TASKS_PER_CORE
 from manymodels.core.retrain import (
     CARRIED_FROM,
     DATA_FP,
@@ -47,8 +47,9 @@ from manymodels.core.spec import TrainSpec
 from manymodels.errors import InputError, short_list
 from manymodels.spark.checks import check_group_sizes, null_key_aggregate, value_aggregates
 from manymodels.spark.inputs import FILE_KEY, read_files
+from manymodels.spark.packing import plan_frame, plan_groups, run_packed
 from manymodels.spark.progress import Progress
-from manymodels.spark.session import col, cols, keys_frame, map_in_pandas, parallelism, session_conf
+from manymodels.spark.session import col, cols, keys_frame, session_conf
 from manymodels.spark.worker_process import with_task_attempt
 from manymodels.storage import model_table
 from manymodels.storage.model_index import run_fingerprint
@@ -70,7 +71,7 @@ class ModelTable:
     extra: dict = field(default_factory=dict)
     committed: bool = True  # False: written but not yet the location's current table (see ``commit``)
     # canonical key -> (status, model SHA-256, model format), read once right after the table was written: what
-    # this training run wrote, checked again when it is logged or staged for scoring (``router.PackedModels``)
+    # this training run wrote, checked again when it is logged or staged for scoring (``packed_store.PackedModels``)
     index: dict | None = field(default=None, repr=False)
     fingerprint: str = ""  # model_index.run_fingerprint of what decided the models (keys, data, spec)
 
@@ -172,58 +173,28 @@ def group_stats(df, spec: TrainSpec) -> pd.DataFrame:
 def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
                       tasks_per_core: int = TASKS_PER_CORE):
     """The lazy Spark DataFrame of the model table, and the number of groups of each planned task."""
-    spark = df.sparkSession
     sizes = group_stats(df, spec) if sizes is None else sizes
     check_group_sizes(spec.group_cols, sizes)
     keys = list(spec.group_cols)
     over = check_group_memory(sizes, keys, row_bytes(dict(df.dtypes), keys, spec.feature_cols, spec.label_col),
                               spec.max_group_bytes, spec.oversize)
-    assignment, n_parts = plan(sizes, parallelism(spark), tasks_per_core)
+    packing = plan_groups(df, sizes, keys, tasks_per_core)
     used = keys + list(spec.feature_cols) + [spec.label_col]
-    extra = []
+    doubles, row_filter = (), None
     if len(over):  # oversize="subsample": keep a seeded, content-determined fraction of those groups' rows
-        assignment = assignment.merge(sample_fractions(over, keys), on=keys, how="left").fillna({FRACTION_COL: 1.0})
+        packing.assignment = (packing.assignment.merge(sample_fractions(over, keys), on=keys, how="left")
+                              .fillna({FRACTION_COL: 1.0}))
         spec = replace(spec, sampled_from=tuple((canonical_key(tuple(r[k] for k in keys)), int(r["count"]))
                                                 for _, r in over.iterrows()))
-        extra = [FRACTION_COL]
-    fingerprints = [DATA_FP] if DATA_FP in assignment else []
-    assign_df = keys_frame(spark, assignment[keys + [BIN_COL] + extra + fingerprints],
-                           assignment_schema(df, keys, extra, fingerprints))
-    packed = df.select(*cols(used)).join(assign_df.select(*cols(keys), BIN_COL, *extra).hint("broadcast"), on=keys,
-                                         how="inner")
-    if extra:
-        packed = packed.where(_uniform(used, spec.seed) < F.col(FRACTION_COL)).drop(FRACTION_COL)
-    packed = (packed
-              .repartition(n_parts, BIN_COL)
-              .sortWithinPartitions(BIN_COL, *cols(keys))
-              .drop(BIN_COL))
-    task_groups = assignment.groupby(BIN_COL).size().reindex(partition_labels(n_parts), fill_value=0).tolist()
-    fitted = map_in_pandas(packed, partial(with_task_attempt, fit_stream, spec=spec), _result_ddl(df, spec))
-    out = _restore_nan_keys(fitted, keys, dict(df.dtypes))
+        doubles, row_filter = (FRACTION_COL,), _uniform(used, spec.seed) < F.col(FRACTION_COL)
+    fingerprints = (DATA_FP,) if DATA_FP in packing.assignment else ()
+    plan_df = plan_frame(df, packing, doubles=doubles, strings=fingerprints)
+    out = run_packed(df, packing, fit_stream, _result_ddl(df, spec), used=used, plan_df=plan_df, doubles=doubles,
+                     row_filter=row_filter, spec=spec)
     if fingerprints:  # a broadcast join of the small plan: the trained rows are not shuffled again
-        out = out.drop(DATA_FP).join(assign_df.select(*cols(keys), DATA_FP).hint("broadcast"), on=keys, how="left")
+        out = out.drop(DATA_FP).join(plan_df.select(*cols(keys), DATA_FP).hint("broadcast"), on=keys, how="left")
     out = out.withColumn(SPEC_FP, F.lit(spec_fingerprint(spec)))
-    return out.select(*cols(keys), *FIXED_NAMES), task_groups
-
-
-def _restore_nan_keys(out, keys, types: dict):
-    """Spark reads a NaN that a pandas UDF returns as null; null keys are refused before training, so a null
-    float key coming out of the UDF is a NaN key, and gets its NaN back."""
-    floats = [k for k in keys if types.get(k) in ("float", "double")]
-    if not floats:
-        return out
-    nan = {k: F.when(col(k).isNull(), F.lit(float("nan")).cast(types[k])).otherwise(col(k)).alias(k) for k in floats}
-    return out.select(*[nan.get(c, col(c)) for c in out.columns])
-
-
-def assignment_schema(df, keys, extra=(), strings=()):
-    from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
-
-    fields = {f.name: f for f in df.schema.fields}
-    return StructType([StructField(k, fields[k].dataType, False) for k in keys]
-                      + [StructField(BIN_COL, IntegerType(), False)]
-                      + [StructField(c, DoubleType(), False) for c in extra]
-                      + [StructField(c, StringType(), True) for c in strings])
+    return out.select(*cols(keys), *FIXED_NAMES), packing.task_groups()
 
 
 def _uniform(names, seed: int):
@@ -255,7 +226,7 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     ``expect_fingerprint``: the ``ModelTable.fingerprint`` already recorded for this ``training_run_id``
     (``jobs.train_and_register`` passes it): input that would train other models raises ``TrainingRunConflict``
     before the training job.
-    Output: a ``ModelTable`` whose rows follow ``schemas.FIXED_COLUMNS``, one per group. Bad input
+    Output: a ``ModelTable`` whose rows follow ``schema.FIXED_COLUMNS``, one per group. Bad input
     raises ``InputError`` before the training job; ``failure_policy="raise"`` raises ``GroupFitError``
     naming the group and leaves the previously committed table untouched.
     """

@@ -2,11 +2,11 @@
 
 One row per group: canonical key, status, error, the model's SHA-256, its format, its size in bytes, the library
 versions it was trained with, and where its bytes are in the packed store (``models.parquet``: row group, row).
-The file's metadata holds the training run's ``serialization.LoadPolicy``, the SHA-256 and size of the packed
+The file's metadata holds the training run's ``model_bytes.LoadPolicy``, the SHA-256 and size of the packed
 store it describes, the ``digest`` of its content and what the router needs to score (key and feature columns,
 task, training run).
 
-It is written once, next to the packed store, when a training run is logged (``router.PackedModels``), and is
+It is written once, next to the packed store, when a training run is logged (``packed_store.PackedModels``), and is
 registered with the router: the model version's own artifacts hold it, and the version's tags hold its SHA-256.
 Every load path takes the expected checksum, the format and the load policy from an index, never from the table
 or file that holds the blobs: editing a blob and its checksum together in a model table, in ``models.parquet``

@@ -232,7 +232,7 @@ def _prune_tables(spark, location: str, keep: int, cutoff: float) -> list[str]:
         raise PruneRefused(
             f"prune: {location} has {len(found)} version table(s) but is not a manymodels view, so which one "
             f"readers use is unknown; nothing was deleted. Fix: commit one (train again, or "
-            f"model_store.commit_version), then prune.")
+            f"model_table.commit_version), then prune.")
     protected = {name.lower() for name in _pointed(spark, location)}
     protected.update(name.lower() for name, _ in found[len(found) - keep:] if keep)
     deleted = []
@@ -370,12 +370,12 @@ def _commit_view(spark, location: str, version: str, training_run_id: str, regis
     if not same_schema or not _version_pattern(location).fullmatch(table.strip("`")):
         raise InputError(f"commit_version: {version!r} is not a version table of {location}: expected "
                          f"{location.rsplit('.', 1)[0]}.{_base(location)}{VERSION_MARK}<time>_<hex>, as "
-                         "model_store.write returns. Fix: pass the version write returned.")
+                         "model_table.write returns. Fix: pass the version write returned.")
     props = _properties({"version": version, "training_run_id": training_run_id or "",
                          "committed_at": repr(time.time()), "registered": registered or ""})
     if _kind(spark, version) is None:
         raise InputError(f"commit_version: the version table {version} does not exist (pruned or never written). "
-                         "Fix: commit a version that exists (model_store.versions) or retrain.")
+                         "Fix: commit a version that exists (model_table.versions) or retrain.")
     # The version table carries the same properties (set before it becomes visible): ``current`` reads them
     # when the view's own properties lag its definition.
     spark.sql(f"ALTER TABLE {_quoted(version)} SET TBLPROPERTIES ({props})").collect()

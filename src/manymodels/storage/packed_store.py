@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""The packed model store: every group's model bytes in one Parquet file (``models.parquet``), in row groups of
+``ROW_GROUP`` models, plus the index beside it (``storage.model_index``).
+
+``PackedModels`` writes both and computes the checksums; a reader takes the index (whose SHA-256 the registered
+version records) and reads only the row groups that hold the models it needs, checking each blob against the
+index, never against the file that holds it."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Registered model stores copied where every worker can read them (a Volume on Databricks, the project folder
+locally), content-addressed: a staged copy is named after its index's SHA-256, published atomically, and checked
+against that index by the driver and again by each worker before any blob is loaded."""
 from __future__ import annotations
 
 import os

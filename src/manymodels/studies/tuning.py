@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""The tuning job (``manymodels tune``, notebook 03, the weekly tuning job): a search on a table or on
+scikit-learn's diabetes data, logged and registered, and, for a global search, the same grid run by MLlib's
+``CrossValidator`` and by a thread pool of ``GridSearchCV`` for comparison (``TuneReport``). The search itself is
+``spark.search``; this module is its demonstration.
+"""
 from __future__ import annotations
 
 import json
@@ -10,21 +14,15 @@ import pandas as pd
 
 from manymodels import tracking
 from manymodels.core import search as S
-from manymodels.core.checks import NUMERIC_SPARK_TYPES, check_path
+from manymodels.core.checks import NUMERIC_SPARK_TYPES
 from manymodels.core.estimators import is_classifier_estimator, load_estimator
 from manymodels.errors import InputError, short_list
+from manymodels.spark.inputs import read_any
 from manymodels.spark.search import GroupSearchResult, SearchResult, is_spark_frame, search, search_per_group
 from manymodels.spark.session import cols, parallelism
 
-TUNE_DEFAULTS = {"input_path": "", "label_col": "target", "estimator": "sklearn.ensemble.RandomForestRegressor",
-                 "param_grid": '{"n_estimators": [10, 20, 50]}', "cv": "3", "scoring": "r2", "group_cols": "",
-                 "model_name": "manymodels_tuned", "alias": "champion", "experiment": ""}
-
-
 MLLIB_PARAMS = {"n_estimators": "numTrees", "max_depth": "maxDepth", "min_samples_leaf": "minInstancesPerNode",
                 "max_bins": "maxBins"}
-
-
 MLLIB_METRICS = {"r2": ("r2", 1.0), "neg_root_mean_squared_error": ("rmse", -1.0),
                  "neg_mean_squared_error": ("mse", -1.0), "neg_mean_absolute_error": ("mae", -1.0),
                  "accuracy": ("accuracy", 1.0), "f1_weighted": ("f1", 1.0)}
@@ -61,11 +59,7 @@ def _load_tune_input(spark, input_path: str, label_col: str):
         from sklearn.datasets import load_diabetes
 
         return load_diabetes(as_frame=True).frame
-    fmt = "csv" if ".csv" in input_path else "parquet" if "/" in input_path else "table"
-    check_path(input_path, "input_path")
-    reader = spark.read
-    df = (reader.option("header", "true").option("inferSchema", "true").csv(input_path) if fmt == "csv"
-          else reader.parquet(input_path) if fmt == "parquet" else reader.table(input_path))
+    df = read_any(spark, input_path)
     if label_col not in df.columns:
         raise InputError(f"label_col {label_col!r} is not a column of {input_path}: "
                          f"found {short_list(df.columns, 12)}.")
@@ -90,10 +84,12 @@ def _parse_grid(text: str):
 
 
 def tune(spark, *, input_path: str = "", label_col: str = "target",
-         estimator: str = TUNE_DEFAULTS["estimator"], param_grid: str = TUNE_DEFAULTS["param_grid"], cv: str = "3",
-         scoring: str = "r2", group_cols: str = "", model_name: str = "manymodels_tuned", alias: str = "champion",
-         experiment: str = "", compare: bool = True) -> TuneReport:
-    """The notebook's and the CLI's one call (string parameters, as widgets and job parameters give them).
+         estimator: str = "sklearn.ensemble.RandomForestRegressor",
+         param_grid: str = '{"n_estimators": [10, 20, 50]}', cv: str = "3", scoring: str = "r2",
+         group_cols: str = "", model_name: str = "manymodels_tuned", alias: str = "champion", experiment: str = "",
+         compare: bool = True) -> TuneReport:
+    """The notebook's and the CLI's one call (string parameters, as widgets and job parameters give them; the
+    defaults are those of ``manymodels.jobs.params``, a test checks).
 
     Global search (empty ``group_cols``): MLlib ``CrossValidator``, a driver thread pool and manymodels' search
     side by side, then the best model logged and registered. Per-group search: manymodels only, the router of the

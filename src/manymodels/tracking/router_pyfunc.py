@@ -1,6 +1,6 @@
-"""The registered router model: the MLflow pyfunc that routes each row to its group's model (``router.route_predict``).
+"""The registered router model: the MLflow pyfunc that routes each row to its group's model (``routing.route_predict``).
 
-Kept apart from ``router`` so that only the driver (logging) and MLflow's loader import mlflow; the packed store,
+Kept apart from ``core.routing`` so that only the driver (logging) and MLflow's loader import mlflow; the packed store,
 the index and ``route_predict`` serve the Python workers without it.
 """
 from __future__ import annotations

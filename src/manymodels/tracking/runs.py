@@ -1,4 +1,4 @@
-"""MLflow, from the driver only: the parent run, per-group artifacts, the registry and the router.
+"""Logging a training run, from the driver only: the parent run, per-group artifacts, metrics, the router registered.
 
 Everything a training run logs is keyed by its ``training_run_id``: the MLflow run is found by tag
 and reused, group models go to deterministic paths (``models/<key path>.pkl``), and a
@@ -9,12 +9,9 @@ tracking calls per training run does not depend on the number of groups (artifac
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -22,23 +19,24 @@ import pandas as pd
 from manymodels.core import model_bytes
 from manymodels.core.keys import key_path
 from manymodels.core.schema import METRIC_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from manymodels.errors import InputError
-from manymodels.settings import EXPERIMENT_ENV, on_databricks, project_home
 from manymodels.spark.training import check_rerun
 from manymodels.storage import model_index, model_table
 from manymodels.storage.model_table import iter_model_table
 from manymodels.storage.packed_store import PackedModels
-from manymodels.storage.staging import GroupModels, stage_registered, staging_root
-from manymodels.tracking.filters import equals, tag_equals
+from manymodels.tracking.context import (
+    FINGERPRINT_TAG,
+    FORMAT_TAG,
+    INDEX_TAG,
+    RUN_TAG,
+    TrackingContext,
+    find_run,
+    model_name,
+    run_of,
+)
+from manymodels.tracking.registry import existing_version, is_registered, model_file
 from manymodels.tracking.router_pyfunc import GroupRouter
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # logged with each model (code_paths): the package itself
-RUN_TAG = "manymodels.training_run_id"
-FINGERPRINT_TAG = "manymodels.run_fingerprint"  # model_index.run_fingerprint of the registered training run
-INDEX_TAG = "manymodels.index_sha256"  # SHA-256 of the version's model index (router) or model files (one model)
-FORMAT_TAG = "manymodels.model_format"  # one model: the serialization format it was registered in
-DEFAULT_EXPERIMENT = "manymodels"
-DEFAULT_MODEL_NAME = "manymodels_router"
 SPARK_TO_MLFLOW = {"bigint": "long", "int": "integer", "smallint": "integer", "tinyint": "integer",
                    "double": "double", "float": "float", "string": "string", "boolean": "boolean",
                    "date": "datetime", "timestamp": "datetime", "timestamp_ntz": "datetime", "binary": "binary"}
@@ -51,14 +49,6 @@ def mlflow_type(spark_type: str) -> str:
 
 
 @dataclass(frozen=True)
-class TrackingContext:
-    tracking_uri: str
-    registry_uri: str
-    experiment_id: str
-    experiment_name: str
-
-
-@dataclass(frozen=True)
 class LoggedTraining:
     run_id: str
     model_name: str
@@ -67,71 +57,6 @@ class LoggedTraining:
     model_uri: str  # models:/<name>@<alias>
     reused: bool
     alias_version: str = ""  # where the alias points now: this version, or a concurrent run's that committed later
-
-
-def local_tracking_uri() -> str:
-    return f"sqlite:///{project_home() / 'mlflow.db'}"
-
-
-def configure(tracking_uri: str | None = None, experiment: str | None = None, create: bool = True) -> TrackingContext:
-    """Point MLflow at the right store and make sure the experiment exists (on the driver, before any worker)."""
-    import mlflow
-
-    if tracking_uri is None:
-        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or ("databricks" if on_databricks() else None)
-    if tracking_uri is None:
-        project_home().mkdir(parents=True, exist_ok=True)
-        tracking_uri = local_tracking_uri()
-    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or (
-        "databricks-uc" if tracking_uri == "databricks" else tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(registry_uri)
-    name = experiment or os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
-    found = mlflow.get_experiment_by_name(name)
-    if found is None and not create:  # read-only callers (scoring) make nothing: experiment_id is ''
-        return TrackingContext(tracking_uri, registry_uri, "", name)
-    if found is None:
-        location = None
-        if tracking_uri.startswith("sqlite:"):
-            location = (project_home() / "mlartifacts").as_uri()
-        try:
-            experiment_id = mlflow.create_experiment(name, artifact_location=location)
-        except Exception:  # noqa: BLE001 - RESOURCE_ALREADY_EXISTS: a concurrent run made it since the lookup
-            found = mlflow.get_experiment_by_name(name)
-            if found is None:
-                raise
-            experiment_id = found.experiment_id
-    else:
-        experiment_id = found.experiment_id
-    return TrackingContext(tracking_uri, registry_uri, experiment_id, name)
-
-
-def model_name(name: str | None = None, catalog: str | None = None, schema: str | None = None) -> str:
-    """Registered model name: ``catalog.schema.name`` for Unity Catalog, the bare name otherwise."""
-    name = name or DEFAULT_MODEL_NAME
-    return f"{catalog}.{schema}.{name}" if catalog and schema and name.count(".") == 0 else name
-
-
-def ui_command(ctx: TrackingContext) -> str:
-    if ctx.tracking_uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {ctx.tracking_uri} --host 127.0.0.1 --port 5000"
-    return f"open the MLflow UI of {ctx.tracking_uri}"
-
-
-def _find_run(ctx: TrackingContext, training_run_id: str) -> str | None:
-    run = _run_of(ctx, training_run_id)
-    return run.info.run_id if run else None
-
-
-def _run_of(ctx: TrackingContext, training_run_id: str):
-    """The MLflow run of a training run (found by its tag), or None."""
-    import mlflow
-
-    if not ctx.experiment_id:  # no experiment yet: no run
-        return None
-    by_run = tag_equals(RUN_TAG, training_run_id, "training_run_id")  # quoted, or refused naming it
-    runs = mlflow.search_runs([ctx.experiment_id], filter_string=by_run, output_format="list", max_results=1)
-    return runs[0] if runs else None
 
 
 def _params(table) -> dict[str, str]:
@@ -236,33 +161,6 @@ def _requirements() -> list[str]:
             f"pyarrow=={pyarrow.__version__}"]
 
 
-def registered_fingerprint(name: str | None, training_run_id: str | None,
-                           ctx: TrackingContext | None = None) -> str | None:
-    """The run fingerprint recorded for ``training_run_id``: by its registered version of model ``name``
-    (``"unrecorded"`` for a version registered before fingerprints were), else by its MLflow run in ``ctx``'s
-    experiment (a run that crashed before it registered); None when neither exists."""
-    from mlflow import MlflowClient
-
-    client, name = MlflowClient(), model_name(name)
-    if not training_run_id:
-        return None
-    existing = _existing_version(client, name, training_run_id) if _registered(client, name) else None
-    if existing is not None:
-        return (existing.tags or {}).get(FINGERPRINT_TAG, "unrecorded")
-    run = _run_of(ctx, training_run_id) if ctx is not None else None
-    return None if run is None else run.data.tags.get(FINGERPRINT_TAG)
-
-
-def _existing_version(client, name: str, training_run_id: str):
-    by_name = equals("name", name, "model name")  # quoted for MLflow's filter grammar, or refused naming it
-    try:
-        by_run = tag_equals(RUN_TAG, training_run_id, "training_run_id")
-        versions = client.search_model_versions(f"{by_name} and {by_run}")
-    except Exception:  # noqa: BLE001 - a registry without tag search, or a model not yet created
-        versions = [v for v in client.search_model_versions(by_name) if v.tags.get(RUN_TAG) == training_run_id]
-    return versions[0] if versions else None
-
-
 def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None, alias: str = "champion",
                  extra_params: dict | None = None, tables: dict[str, pd.DataFrame] | None = None) -> LoggedTraining:
     """Log a written model table as one MLflow run and register its router (once per training run).
@@ -271,7 +169,7 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
     A training run id names one set of models: logging it again with the same run fingerprint (the same groups,
     data and settings: a rerun after a crash) reuses its run and registered version; with another fingerprint it
     raises ``training.TrainingRunConflict`` before anything is logged. Every model is checked against what the
-    training run wrote (``router.PackedModels``). The model table becomes its location's current table after the
+    training run wrote (``packed_store.PackedModels``). The model table becomes its location's current table after the
     version is registered and before the alias moves, and the alias then follows the location's current table
     (``_settle_alias``): two runs on one location end with the table and the alias on the same run."""
     import mlflow
@@ -280,12 +178,12 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
 
     client = MlflowClient()
     name = model_name(name)
-    existing = _existing_version(client, name, table.training_run_id) if _registered(client, name) else None
+    existing = existing_version(client, name, table.training_run_id) if is_registered(client, name) else None
     with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
         out = Path(tmp)
         metrics, packed = _stream_models(spark, table, out)  # checked before anything is logged
         fingerprint = table.fingerprint or packed.digest[:32]
-        previous = _run_of(ctx, table.training_run_id)
+        previous = run_of(ctx, table.training_run_id)
         if existing is not None:
             check_rerun(table.training_run_id, fingerprint, (existing.tags or {}).get(FINGERPRINT_TAG, "unrecorded"),
                         f" as {name} version {existing.version}")
@@ -413,7 +311,7 @@ def log_estimator(model, ctx: TrackingContext, *, run_key: str, name: str, input
 
     client = MlflowClient()
     name = model_name(name)
-    run_id = _find_run(ctx, run_key)
+    run_id = find_run(ctx, run_key)
     with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp, \
             mlflow.start_run(run_id=run_id, experiment_id=ctx.experiment_id,
                              run_name=None if run_id else run_key) as run:
@@ -438,18 +336,10 @@ def log_estimator(model, ctx: TrackingContext, *, run_key: str, name: str, input
                                             pip_requirements=_requirements(), serialization_format=serialization_format,
                                             code_paths=[str(PACKAGE_DIR)])
 
-        existing = _existing_version(client, name, run_key) if _registered(client, name) else None
+        existing = existing_version(client, name, run_key) if is_registered(client, name) else None
         version, reused, _ = _register_once(client, name, run_key, log, alias=alias, existing=existing,
                                             tags=_model_file_tags)
     return LoggedTraining(run.info.run_id, name, version, alias, f"models:/{name}@{alias}", reused, version)
-
-
-def _model_file(local: Path) -> tuple[Path, str]:
-    """The serialized estimator of a downloaded scikit-learn model folder and its serialization format."""
-    from mlflow.models import Model
-
-    conf = Model.load(str(local)).flavors["sklearn"]
-    return local / conf["pickled_model"], conf.get("serialization_format") or "cloudpickle"
 
 
 def _model_file_tags(info) -> dict[str, str]:
@@ -458,158 +348,10 @@ def _model_file_tags(info) -> dict[str, str]:
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
-        path, fmt = _model_file(Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp)))
+        path, fmt = model_file(Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp)))
         return {INDEX_TAG: model_index.file_sha256(path), FORMAT_TAG: fmt}
-
-
-def _registered(client, name: str) -> bool:
-    try:
-        client.get_registered_model(name)
-        return True
-    except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST
-        return False
 
 
 # ---------------------------------------------------------------- scoring: registered models as the workers need them
 
-def _resolve_version(client, source: str):
-    """A model version from ``models:/name@alias``, ``models:/name/N`` or the MLflow run id of a training run."""
 
-    by_run = None if source.startswith("models:/") else equals("run_id", source, "MLflow run id")
-    try:
-        if source.startswith("models:/"):
-            name, _, ref = source[len("models:/"):].partition("@")
-            if ref:
-                return client.get_model_version_by_alias(name, ref)
-            name, _, number = source[len("models:/"):].rpartition("/")
-            return client.get_model_version(name, number)
-        found = client.search_model_versions(by_run)
-    except Exception as exc:  # noqa: BLE001 - the registry says what is missing
-        raise InputError(f"Model {source!r} not found in the registry at {client._registry_uri}: "
-                         f"{type(exc).__name__}: {str(exc)[:300]}. Check the name and alias (or version); "
-                         "`manymodels train` registers the router with the alias 'champion'.") from exc
-    if not found:
-        raise InputError(f"No registered model was logged by MLflow run {source!r}: pass 'models:/<name>@<alias>' "
-                         "or the run id of a training run that registered its router.")
-    return found[0]
-
-
-def group_models(source: str, staging: str | None = None) -> GroupModels:
-    """The registered router of ``source`` (``models:/name@alias``, ``models:/name/3`` or a training run's MLflow
-    run id) as ``GroupModels`` that ``spark.scoring.score_per_group`` scores with.
-
-    Its index is downloaded (small) and checked against the version's ``INDEX_TAG``; ``stage_registered`` then
-    copies the packed store once per content to ``staging`` (a path every worker can read; default the project
-    folder),
-    and the workers check the staged index against the same SHA-256 before they use it. Nothing of the router is
-    unpickled here. A router registered before it had an index is staged as it was then (by version).
-    """
-    import mlflow
-    from mlflow import MlflowClient
-
-    if not isinstance(source, str) or not source:
-        raise InputError(f"model={source!r}: expected a ModelTable, 'models:/<name>@<alias>', "
-                         "'models:/<name>/<version>' or an MLflow run id of a training run.")
-    staging = staging or str(staging_root())
-    client = MlflowClient()
-    mv = _resolve_version(client, source)
-    label = f"{mv.name}/{mv.version}"
-    registered = (mv.tags or {}).get(INDEX_TAG)
-    if registered is None:
-        return _legacy_router_models(mv, label, staging)
-    base = client.get_model_version_download_uri(mv.name, mv.version).rstrip("/")
-
-    def fetch(name: str, dest: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{ROUTER_ARTIFACTS}/{name}", dst_path=tmp)
-            shutil.move(local, dest)
-
-    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
-        index_file = Path(tmp) / model_index.INDEX_FILE
-        fetch(model_index.INDEX_FILE, index_file)
-        try:
-            index = model_index.read(index_file, registered, what=f"model version {label}")
-        except model_bytes.ModelIntegrityError as exc:
-            raise model_bytes.ModelIntegrityError(f"Refusing to score with model version {label}: {exc}") from exc
-        index.meta["label"] = label
-        folder = stage_registered(index_file, index, partial(fetch, "models.parquet"), staging)
-    meta = index.meta
-    info = mlflow.models.get_model_info(f"models:/{mv.name}/{mv.version}")  # reads MLmodel: the signature's types
-    types = {c.name: c.type.name for c in info.signature.inputs.inputs} if info.signature else {}
-    return GroupModels(folder, tuple(meta["key_cols"]), tuple(meta["feature_cols"]), meta["task"], label,
-                       f"training run {meta['training_run_id']} ({label})",
-                       {c: types.get(c, "double") for c in meta["feature_cols"]},
-                       pass_dataframe=bool(meta.get("pass_dataframe")), index_sha256=registered)
-
-
-ROUTER_ARTIFACTS = "artifacts/router"  # where the pyfunc keeps the ``group_models`` folder inside the model
-
-
-def _legacy_router_models(mv, label: str, staging: str):
-    """A router registered before versions carried an index: staged by name and version, read as it was."""
-    import mlflow
-
-
-    folder = Path(staging) / f"{mv.name}@v{mv.version}"
-    meta_path = folder / "columns.json"
-    if not meta_path.exists() or "pass_dataframe" not in json.loads(meta_path.read_text()):
-        with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp)
-            pyfunc = mlflow.pyfunc.load_model(local)
-            router = pyfunc.unwrap_python_model()
-            signature = pyfunc.metadata.signature
-            outputs = {c.name: c.type.name for c in signature.outputs.inputs} if signature else {}
-            meta = {"key_cols": router.key_cols, "feature_cols": router.feature_cols,
-                    "task": "classification" if outputs.get("prediction") == "string" else "regression",
-                    "types": {c.name: c.type.name for c in signature.inputs.inputs} if signature else {},
-                    "run": router.training_run_id,
-                    "pass_dataframe": bool(getattr(router, "pass_dataframe", False))}
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(router._root / "models.parquet", folder / "models.parquet")
-            tmp_meta = folder / f".columns.{os.getpid()}"
-            tmp_meta.write_text(json.dumps(meta))
-            os.replace(tmp_meta, meta_path)
-    meta = json.loads(meta_path.read_text())
-    types = {c: meta["types"].get(c, "double") for c in meta["feature_cols"]}
-    return GroupModels(str(folder), tuple(meta["key_cols"]), tuple(meta["feature_cols"]), meta["task"], label,
-                       f"training run {meta['run']} ({label})", types, pass_dataframe=meta["pass_dataframe"])
-
-
-def load_for_scoring(uri: str):
-    """``(model object, version label, {input column: MLflow type})`` of any MLflow model URI; scikit-learn
-    flavors load as the estimator itself, others as a pyfunc.
-
-    A version manymodels registered (``log_estimator``: tuned and fold-ensemble models) carries the SHA-256 and
-    the format of its serialized estimator in its tags: the downloaded file is checked against both before it is
-    deserialized (``ModelIntegrityError`` / ``UntrustedModelError`` naming the version otherwise)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-
-    try:
-        info = mlflow.models.get_model_info(uri)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"MLflow model {uri!r} not found: {type(exc).__name__}: {str(exc)[:300]}. Check the URI "
-                         "(models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path>).") from exc
-    types = {c.name: c.type.name for c in info.signature.inputs.inputs} if info.signature else {}
-    version, tags = uri, {}
-    if uri.startswith("models:/"):
-        mv = _resolve_version(MlflowClient(), uri)
-        version, tags = f"{mv.name}/{mv.version}", dict(mv.tags or {})
-    if "sklearn" not in info.flavors:
-        return mlflow.pyfunc.load_model(uri), version, types
-    if INDEX_TAG not in tags:  # not registered by manymodels: nothing recorded to check it against
-        return mlflow.sklearn.load_model(uri), version, types
-    with tempfile.TemporaryDirectory(prefix="manymodels-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-        path, fmt = _model_file(local)
-        if fmt != tags.get(FORMAT_TAG, fmt):
-            raise model_bytes.UntrustedModelError(
-                f"Refusing to load model version {version}: it was registered as {tags[FORMAT_TAG]!r} but its files "
-                f"now say {fmt!r}. Its artifacts were changed after registration; restore them or register again.")
-        found = model_index.file_sha256(path)
-        if found != tags[INDEX_TAG]:
-            raise model_bytes.ModelIntegrityError(
-                f"Refusing to load model version {version}: its {path.name} has SHA-256 {found} but {tags[INDEX_TAG]} "
-                "was registered. Its artifacts were changed after registration; restore them or register again.")
-        return mlflow.sklearn.load_model(str(local)), version, types
