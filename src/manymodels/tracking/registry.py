@@ -147,7 +147,6 @@ def _legacy_router_models(mv, label: str, staging: str):
     """A router registered before versions carried an index: staged by name and version, read as it was."""
     import mlflow
 
-
     folder = Path(staging) / f"{mv.name}@v{mv.version}"
     meta_path = folder / "columns.json"
     if not meta_path.exists() or "pass_dataframe" not in json.loads(meta_path.read_text()):
@@ -182,7 +181,6 @@ def load_for_scoring(uri: str):
     deserialized (``ModelIntegrityError`` / ``UntrustedModelError`` naming the version otherwise)."""
     import mlflow
     from mlflow import MlflowClient
-
 
     try:
         info = mlflow.models.get_model_info(uri)

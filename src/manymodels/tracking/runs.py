@@ -175,7 +175,6 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
     import mlflow
     from mlflow import MlflowClient
 
-
     client = MlflowClient()
     name = model_name(name)
     existing = existing_version(client, name, table.training_run_id) if is_registered(client, name) else None
@@ -307,7 +306,6 @@ def log_estimator(model, ctx: TrackingContext, *, run_key: str, name: str, input
     import mlflow.sklearn
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
-
 
     client = MlflowClient()
     name = model_name(name)
