@@ -58,13 +58,14 @@ def test_a_command_never_declares_a_name_twice():
 
 
 def test_vocabularies_are_the_code_s_own():
-    from manymodels.core import folds, model_bytes, retrain, spec
+    from manymodels.core import folds, model_bytes, retrain, schema, spec
     from manymodels.spark import inputs
 
     assert P.RETRAIN_MODES == retrain.RETRAIN_MODES
     assert set(P.FAILURE_POLICIES) == set(spec.FAILURE_POLICIES)
     assert P.SAMPLINGS == folds.SAMPLINGS and P.COMBINES == folds.COMBINES
     assert P.MODEL_FORMATS == model_bytes.MODEL_FORMATS
+    assert P.GATE_METRICS == schema.METRIC_COLUMNS
     assert set(P.INPUT_FORMATS) == set(inputs.FORMATS)
     assert P.SIZE_DISTRIBUTIONS == typing.get_args(typing.get_type_hints(spec.PanelSpec)["size_distribution"])
 
@@ -88,6 +89,9 @@ def declared(command: str, name: str) -> P.Param:
     ("prune", "min_age_hours", "nan", "min_age_hours='nan': expected a finite number"),
     ("workspace promote", "min_ok_fraction", "1.5", "min_ok_fraction='1.5': expected a number between 0 and 1"),
     ("workspace promote", "model_name", " ", "model_name is empty: expected a value"),
+    ("promote", "metric", "holdout_mape", "metric='holdout_mape': expected a metric column"),
+    ("promote", "max_median_worse", "-0.1", "max_median_worse=-0.1: expected at least 0.0"),
+    ("promote", "max_worse_fraction", "2", "max_worse_fraction='2': expected a number between 0 and 1"),
 ])
 def test_a_bad_value_is_an_input_error_naming_the_parameter(command, name, text, needle):
     with pytest.raises(InputError) as caught:
@@ -344,12 +348,14 @@ def compared_defaults(function, command: str, renames: dict[str, str] | None = N
 
 
 def test_job_functions_defaults_are_the_declared_ones():
+    from manymodels.core.promotion import GateThresholds
     from manymodels.core.spec import PanelSpec
     from manymodels.databricks import workspace
     from manymodels.jobs import steps
     from manymodels.storage import model_table
     from manymodels.studies.fold_ensemble import run_study
     from manymodels.studies.tuning import tune
+    from manymodels.tracking import promotion
 
     assert set(compared_defaults(tune, "tune")) == {p.name for p in job_params("tune")}
     assert set(compared_defaults(run_study, "ensemble")) == {p.name for p in job_params("ensemble")}
@@ -368,7 +374,12 @@ def test_job_functions_defaults_are_the_declared_ones():
     assert compared_defaults(workspace.find_job, "workspace run") == ["target"]
     assert compared_defaults(workspace.run_job, "workspace run", {"timeout_s": "timeout"}) == ["only", "wait",
                                                                                                "timeout"]
-    assert compared_defaults(workspace.promote, "workspace promote") == ["alias", "champion_alias", "min_ok_fraction"]
+    gate = {"alias", "champion_alias", "min_ok_fraction", "metric", "max_median_worse", "max_worse_fraction",
+            "min_shared_fraction", "dry_run"}
+    assert set(compared_defaults(workspace.promote, "workspace promote")) == gate
+    assert set(compared_defaults(promotion.promote, "promote", {"name": "model_name"})) == gate
+    assert set(compared_defaults(GateThresholds, "promote")) == {"min_ok_fraction", "max_median_worse",
+                                                                  "max_worse_fraction", "min_shared_fraction"}
 
 
 # ---------------------------------------------------------------- the documentation lists them

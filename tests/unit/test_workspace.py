@@ -17,10 +17,14 @@ from databricks.sdk import WorkspaceClient, errors
 from databricks.sdk.service import catalog, files, iam, jobs, ml
 from databricks.sdk.service._internal import Wait
 
+from manymodels import errors as errors_module
+from manymodels.core.promotion import GateVerdict
 from manymodels.databricks import workspace
 from manymodels.databricks.workspace import QualityGateError, WorkspaceError
 from manymodels.errors import InputError
 from manymodels.jobs import cli
+from manymodels.tracking import promotion as tracking_promotion
+from manymodels.tracking.promotion import Promotion
 
 SERVICES = {
     "schemas": catalog.SchemasAPI, "volumes": catalog.VolumesAPI, "files": files.FilesAPI, "jobs": jobs.JobsAPI,
@@ -240,57 +244,67 @@ def test_run_permission_denied():
 
 # ---------------------------------------------------------------- register step (quality gate + @champion)
 
-def _versioned(w, ok, failed, version=5):
-    w.model_versions.get_by_alias.return_value = catalog.ModelVersionInfo(version=version, run_id="r1")
-    w.experiments.get_run.return_value = ml.GetRunResponse(run=ml.Run(data=ml.RunData(metrics=[
-        ml.Metric(key="groups_ok", value=ok), ml.Metric(key="groups_failed", value=failed),
-        ml.Metric(key="groups_skipped", value=3.0)])))
+class RecordedPromote:
+    """Stands in for ``tracking.promotion.promote``: records its call, returns a passed or failed verdict."""
+
+    def __init__(self, passed=True):
+        self.calls, self.passed = [], passed
+
+    def __call__(self, name, **kwargs):
+        self.calls.append((name, kwargs))
+        verdict = GateVerdict(self.passed, [] if self.passed else ["median worse"], ok_fraction=0.99)
+        promotion = Promotion(name, 5, kwargs["champion_alias"], verdict, self.passed and not kwargs["dry_run"])
+        if not self.passed and not kwargs["dry_run"]:
+            raise QualityGateError(f"{name} v5 failed the quality gate\n{verdict.summary()}", promotion)
+        return promotion
 
 
-def test_promote_moves_champion_when_the_gate_passes():
+@pytest.fixture
+def recorded(monkeypatch):
+    record = RecordedPromote()
+    monkeypatch.setattr(tracking_promotion, "promote", record)
+    return record
+
+
+def test_promote_delegates_the_decision_to_the_tracking_gate_on_the_workspace(recorded):
     w = fake_workspace()
-    _versioned(w, ok=990.0, failed=10.0)
-    done = workspace.promote(w, "main.mm.router", "challenger", "champion", 0.95, log=quiet)
-    assert (done.version, round(done.ok_fraction, 3)) == (5, 0.99)
-    w.model_versions.get_by_alias.assert_called_once_with(full_name="main.mm.router", alias="challenger")
-    w.experiments.get_run.assert_called_once_with("r1")
-    w.registered_models.set_alias.assert_called_once_with(full_name="main.mm.router", alias="champion",
-                                                          version_num=5)
+    done = workspace.promote(w, "main.mm.router", "challenger", "champion", 0.9, metric="holdout_r2",
+                             max_median_worse=0.05, dry_run=True, log=quiet)
+    assert (done.version, done.ok_fraction) == (5, 0.99)
+    [(name, kwargs)] = recorded.calls
+    assert name == "main.mm.router"
+    client = kwargs.pop("client")
+    assert (client.tracking_uri, client._registry_uri) == ("databricks", "databricks-uc")
+    assert kwargs == {"alias": "challenger", "champion_alias": "champion", "metric": "holdout_r2",
+                      "max_median_worse": 0.05, "max_worse_fraction": 0.6, "min_shared_fraction": 0.5,
+                      "min_ok_fraction": 0.9, "dry_run": True, "log": quiet}
+    for service in SERVICES:  # the SDK is not called: MLflow's client decides and moves the alias
+        assert getattr(w, service).method_calls == [], service
 
 
-def test_promote_refuses_a_bad_version_and_leaves_champion():
-    w = fake_workspace()
-    _versioned(w, ok=800.0, failed=200.0)
-    with pytest.raises(QualityGateError, match=r"0.800 < min_ok_fraction 0.95; @champion stays"):
-        workspace.promote(w, "main.mm.router", log=quiet)
-    w.registered_models.set_alias.assert_not_called()
+def test_promote_uses_the_workspace_client_s_profile_for_mlflow():
+    w = SimpleNamespace(config=SimpleNamespace(profile="ci"))
+    client = workspace.mlflow_client(w)
+    assert (client.tracking_uri, client._registry_uri) == ("databricks://ci", "databricks-uc://ci")
 
 
-def test_promote_errors_name_the_fix():
-    w = fake_workspace()
+def test_promote_refuses_a_name_outside_unity_catalog(recorded):
     with pytest.raises(WorkspaceError, match="catalog.schema.model"):
-        workspace.promote(w, "router", log=quiet)
-    w.model_versions.get_by_alias.side_effect = errors.NotFound("alias not found")
-    with pytest.raises(WorkspaceError, match="has no version with alias @challenger"):
-        workspace.promote(w, "main.mm.router", log=quiet)
+        workspace.promote(fake_workspace(), "router", log=quiet)
+    assert recorded.calls == []
 
 
 @pytest.mark.parametrize("fraction", [float("nan"), float("inf"), -0.5, 1.01, "nan", "most", None, True])
-def test_promote_refuses_a_gate_that_is_not_a_fraction_before_any_call(fraction):
-    w = fake_workspace()
-    _versioned(w, ok=0.0, failed=1000.0)
+def test_promote_refuses_a_gate_that_is_not_a_fraction_before_any_call(recorded, fraction):
     with pytest.raises(InputError, match=r"min_ok_fraction=.*expected a number between 0 and 1"):
-        workspace.promote(w, "main.mm.router", min_ok_fraction=fraction, log=quiet)
-    w.model_versions.get_by_alias.assert_not_called()
-    w.registered_models.set_alias.assert_not_called()
+        workspace.promote(fake_workspace(), "main.mm.router", min_ok_fraction=fraction, log=quiet)
+    with pytest.raises(InputError, match=r"max_median_worse=.*expected a finite number >= 0"):
+        workspace.promote(fake_workspace(), "main.mm.router", max_median_worse=-0.1, log=quiet)
+    assert recorded.calls == []
 
 
-def test_promote_fails_the_gate_on_a_nan_metric():
-    w = fake_workspace()
-    _versioned(w, ok=float("nan"), failed=0.0)
-    with pytest.raises(QualityGateError, match="ok fraction nan"):
-        workspace.promote(w, "main.mm.router", min_ok_fraction=0.5, log=quiet)
-    w.registered_models.set_alias.assert_not_called()
+def test_quality_gate_error_is_still_importable_from_the_workspace_module():
+    assert QualityGateError is errors_module.QualityGateError
 
 
 @pytest.mark.parametrize("argv", [["workspace", "promote", "--model_name=c.s.m", "--min_ok_fraction=nan"],
@@ -326,15 +340,41 @@ def test_cli_workspace_run_finds_the_job_and_exits_nonzero_on_failure(monkeypatc
     w.jobs.run_now.assert_called_once_with(job_id=9, job_parameters={"n_groups": "50"}, only=["train", "register"])
 
 
-def test_cli_workspace_setup_and_promote_options(monkeypatch):
+def test_cli_workspace_setup_and_promote_options(monkeypatch, recorded):
     w = fake_workspace()
     monkeypatch.setattr(workspace, "client", lambda profile=None: w)
     assert cli.main(["workspace", "setup", "--catalog", "c", "--schema", "s", "--volume", "v"]) == 0
     assert w.volumes.create.call_args.kwargs["name"] == "v"
-    _versioned(w, ok=10.0, failed=0.0, version=2)
-    assert cli.main(["workspace", "promote", "--model_name=c.s.m", "--alias=challenger",
-                     "--champion_alias=champion", "--min_ok_fraction=0.9"]) == 0
-    w.registered_models.set_alias.assert_called_once_with(full_name="c.s.m", alias="champion", version_num=2)
+    assert cli.main(["workspace", "promote", "--model_name=c.s.m", "--alias=challenger", "--champion_alias=champion",
+                     "--min_ok_fraction=0.9", "--metric=", "--max_median_worse=0.02", "--max_worse_fraction=0.4",
+                     "--min_shared_fraction=0.8"]) == 0
+    [(name, kwargs)] = recorded.calls
+    assert name == "c.s.m" and kwargs["metric"] is None and kwargs["dry_run"] is False
+    assert (kwargs["min_ok_fraction"], kwargs["max_median_worse"], kwargs["max_worse_fraction"],
+            kwargs["min_shared_fraction"]) == (0.9, 0.02, 0.4, 0.8)
+
+
+def test_cli_promote_exits_1_with_the_reasons_when_the_gate_fails(monkeypatch, capsys, recorded):
+    monkeypatch.setattr(workspace, "client", lambda profile=None: fake_workspace())
+    recorded.passed = False
+    assert cli.main(["workspace", "promote", "--model_name=c.s.m"]) == 1
+    err = capsys.readouterr().err
+    assert "c.s.m v5 failed the quality gate" in err and "median worse" in err and "Traceback" not in err
+    assert cli.main(["workspace", "promote", "--model_name=c.s.m", "--dry-run"]) == 1  # a failed dry run too
+    assert recorded.calls[-1][1]["dry_run"] is True
+
+
+def test_cli_promote_runs_the_same_gate_on_the_configured_registry(monkeypatch, recorded):
+    import manymodels.tracking
+
+    configured = []
+    monkeypatch.setattr(manymodels.tracking, "configure", lambda **kwargs: configured.append(kwargs))
+    monkeypatch.setattr(workspace, "client", lambda profile=None: pytest.fail("no workspace client expected"))
+    assert cli.main(["promote", "--dry-run", "--metric=holdout_r2", "--max-worse-fraction=0.6"]) == 0
+    [(name, kwargs)] = recorded.calls
+    assert name == "manymodels_router" and "client" not in kwargs
+    assert configured == [{"experiment": None, "create": False}]
+    assert (kwargs["dry_run"], kwargs["metric"], kwargs["max_worse_fraction"]) == (True, "holdout_r2", 0.6)
 
 
 # ---------------------------------------------------------------- Spark and MLflow on Databricks

@@ -1,5 +1,6 @@
 """The Databricks workspace, from a laptop or CI, on databricks-sdk: schema and volume, data upload,
-running the deployed bundle jobs, and the nightly job's register step (quality gate + @champion).
+running the deployed bundle jobs, and the nightly job's register step (quality gate + @champion, decided by
+``tracking.promotion`` through MLflow's client on the same workspace).
 
 Authentication is the SDK's standard configuration only: ``DATABRICKS_HOST`` plus whatever credentials
 the environment provides (OAuth via ``databricks auth login``, a service principal's client id and
@@ -15,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from manymodels.core.checks import check_fraction, check_seconds
+from manymodels.core.checks import check_seconds
+from manymodels.errors import QualityGateError  # noqa: F401  (raised by promote, importable from here too)
 from manymodels.settings import DEFAULT_CATALOG, DEFAULT_SCHEMA, DEFAULT_VOLUME, volume_path
 
 # Tags every bundle job carries (resources/*.job.yml): development mode prefixes job names with
@@ -27,10 +29,6 @@ TERMINAL_LIFE_CYCLE = ("TERMINATED", "SKIPPED", "INTERNAL_ERROR")
 
 class WorkspaceError(RuntimeError):
     """A workspace call that cannot go on: the message says what was asked, what happened and the fix."""
-
-
-class QualityGateError(WorkspaceError):
-    """The register step refused to move @champion to a version that failed the gate."""
 
 
 def client(profile: str | None = None):
@@ -238,40 +236,35 @@ def run_job(w, job_id: int, parameters: dict[str, str] | None = None, *, only: l
 
 # ---------------------------------------------------------------- register step of the nightly job
 
+def mlflow_client(w):
+    """An ``MlflowClient`` on the workspace of ``w``: its runs (``databricks``) and Unity Catalog's registry
+    (``databricks-uc``), through the profile ``w`` was made with, if any (else the same environment)."""
+    from mlflow import MlflowClient
 
-@dataclass(frozen=True)
-class Promotion:
-    model_name: str
-    version: int
-    ok_fraction: float
-    champion_alias: str
+    profile = getattr(getattr(w, "config", None), "profile", None)
+    suffix = f"://{profile}" if profile else ""
+    return MlflowClient(tracking_uri=f"databricks{suffix}", registry_uri=f"databricks-uc{suffix}")
 
 
 def promote(w, model_name: str, alias: str = "challenger", champion_alias: str = "champion",
-            min_ok_fraction: float = 0.95, *, log: Callable[[str], None] = print) -> Promotion:
-    """Move ``@champion_alias`` to the version ``@alias`` points at, if its training run passes the gate:
-    ok groups / (ok + failed groups) >= ``min_ok_fraction`` (skipped groups, too small to train, do not
-    count). Raises ``QualityGateError`` otherwise, leaving ``@champion_alias`` where it was."""
-    min_ok_fraction = check_fraction("min_ok_fraction", min_ok_fraction)
-    errors = _errors()
+            min_ok_fraction: float = 0.95, *, metric: str | None = None, max_median_worse: float = 0.05,
+            max_worse_fraction: float = 0.6, min_shared_fraction: float = 0.5, dry_run: bool = False,
+            log: Callable[[str], None] = print):
+    """The nightly job's register step: move ``@champion_alias`` of the Unity Catalog model ``model_name`` to the
+    version ``@alias`` points at if it passes the quality gate; return the ``tracking.promotion.Promotion``.
+
+    The decision is ``tracking.promotion.promote``'s (enough groups ok, and not worse than the champion on
+    ``metric``; see docs/databricks.md), made through MLflow's client on the workspace of ``w`` (``mlflow_client``):
+    ``w`` only names that workspace, no SDK call is made. A failed gate raises ``QualityGateError`` after writing
+    the verdict onto the version, leaving ``@champion_alias`` where it was."""
+    # lazy: mlflow (and the tracking layer) load only for this command, not with the other workspace helpers
+    from manymodels.core.promotion import GateThresholds
+    from manymodels.tracking import promotion
+
+    GateThresholds(min_ok_fraction, max_median_worse, max_worse_fraction, min_shared_fraction)  # before any call
     if model_name.count(".") != 2:
         raise WorkspaceError(f"model_name {model_name!r} is not a Unity Catalog name: expected catalog.schema.model.")
-    try:
-        version = w.model_versions.get_by_alias(full_name=model_name, alias=alias)
-    except (errors.NotFound, errors.ResourceDoesNotExist) as exc:
-        raise WorkspaceError(f"{model_name} has no version with alias @{alias} ({exc}): the train task sets it; "
-                             "check that it ran with the same model_name and alias.") from exc
-    metrics = {m.key: m.value for m in (w.experiments.get_run(version.run_id).run.data.metrics or [])}
-    if "groups_ok" not in metrics:
-        raise WorkspaceError(f"The run {version.run_id} of {model_name} v{version.version} has no groups_ok metric: "
-                             "only per-group training runs (manymodels train) can be promoted by this gate.")
-    ok, failed = metrics["groups_ok"], metrics.get("groups_failed", 0.0)
-    fraction = ok / (ok + failed) if ok + failed else 0.0
-    if not fraction >= min_ok_fraction:  # a NaN metric fails the gate too
-        raise QualityGateError(
-            f"{model_name} v{version.version} (@{alias}): {ok:.0f} groups ok, {failed:.0f} failed, ok fraction "
-            f"{fraction:.3f} < min_ok_fraction {min_ok_fraction}; @{champion_alias} stays where it was. See the "
-            "run's group_metrics table for the errors.")
-    w.registered_models.set_alias(full_name=model_name, alias=champion_alias, version_num=int(version.version))
-    log(f"{model_name}: @{champion_alias} -> v{version.version} (ok fraction {fraction:.3f})")
-    return Promotion(model_name, int(version.version), fraction, champion_alias)
+    return promotion.promote(model_name, alias=alias, champion_alias=champion_alias, metric=metric,
+                             max_median_worse=max_median_worse, max_worse_fraction=max_worse_fraction,
+                             min_shared_fraction=min_shared_fraction, min_ok_fraction=min_ok_fraction,
+                             dry_run=dry_run, client=mlflow_client(w), log=log)

@@ -11,7 +11,7 @@ import sys
 
 from manymodels import settings
 from manymodels.core.spec import PanelSpec
-from manymodels.errors import InputError
+from manymodels.errors import InputError, QualityGateError
 from manymodels.jobs.params import COMMANDS, Param, as_texts, job_params
 
 DESCRIPTION = ("Train, tune, track and score many scikit-learn models in parallel on Spark. Options: --with-dashes, "
@@ -145,8 +145,36 @@ def _workspace(args) -> int:
             print(f"FAILED: {result.message or result.result_state}")
             return 1
     elif command == "promote":
-        workspace.promote(w, args.model_name, args.alias, args.champion_alias, args.min_ok_fraction)
+        return _gated(lambda: workspace.promote(w, args.model_name, args.alias, args.champion_alias,
+                                                args.min_ok_fraction, **_gate_options(args)))
     return 0
+
+
+GATE_OPTIONS = ("metric", "max_median_worse", "max_worse_fraction", "min_shared_fraction", "dry_run")
+
+
+def _gate_options(args) -> dict:
+    return {name: getattr(args, name) for name in GATE_OPTIONS}
+
+
+def _gated(promote) -> int:
+    """Run ``promote()``; a failed gate exits 1 with its reasons on stderr (the nightly job's register task fails),
+    and so does a dry run whose verdict failed."""
+    try:
+        done = promote()
+    except QualityGateError as exc:
+        print(f"manymodels: {exc}", file=sys.stderr)
+        return 1
+    return 0 if done.verdict.passed else 1
+
+
+def _promote(args) -> int:
+    # lazy: the command starts without mlflow until it needs it
+    from manymodels.tracking import configure, promotion
+
+    configure(experiment=None, create=False)
+    return _gated(lambda: promotion.promote(args.model_name, alias=args.alias, champion_alias=args.champion_alias,
+                                            min_ok_fraction=args.min_ok_fraction, **_gate_options(args)))
 
 
 def _prune(args) -> int:
@@ -232,7 +260,7 @@ def _main(args) -> int:
 
 
 RUNNERS = {"main": _main, "prepare": _prepare, "train": _train, "tune": _tune, "ensemble": _ensemble,
-           "score": _score, "prune": _prune, "workspace": _workspace}
+           "score": _score, "prune": _prune, "promote": _promote, "workspace": _workspace}
 
 
 def main(argv: list[str] | None = None) -> int:

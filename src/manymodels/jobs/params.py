@@ -26,7 +26,7 @@ from manymodels.settings import CACHE_ENV, DEFAULT_CATALOG, DEFAULT_SCHEMA, DEFA
 TYPES = ("str", "int", "float", "bool", "json", "list")
 
 # Vocabularies of the code below this layer, repeated so this module imports nothing heavy (a test checks each
-# equals its source: core.retrain, core.spec, core.folds, core.model_bytes, spark.inputs).
+# equals its source: core.retrain, core.spec, core.folds, core.model_bytes, spark.inputs, core.schema).
 RETRAIN_MODES = ("all", "failed", "changed")
 FAILURE_POLICIES = ("record", "raise")
 SAMPLINGS = ("disjoint", "complement")
@@ -35,6 +35,8 @@ MODEL_FORMATS = ("pickle5", "skops")
 INPUT_FORMATS = ("parquet", "csv", "table", "delta")
 SIZE_DISTRIBUTIONS = ("uniform", "poisson", "zipf")
 LAYOUTS = ("parquet", "gzip", "both")
+GATE_METRICS = tuple(f"{split}_{m}" for split in ("train", "holdout")
+                     for m in ("r2", "rmse", "accuracy", "log_loss", "roc_auc"))
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,16 @@ def _megabytes(name: str, text: str) -> float:
     return float(text)
 
 
+def _gate_metric(name: str, text: str) -> str:
+    # not ``choices``: the bundle passes an empty value (the default metric), which argparse would refuse
+    metric = text.strip()
+    if metric not in GATE_METRICS:
+        raise InputError(f"{name}={text!r}: expected a metric column, one of {', '.join(GATE_METRICS)} (or empty: "
+                         f"holdout_rmse for regression, holdout_accuracy for classification). Fix: e.g. "
+                         f"{name}=holdout_rmse.")
+    return metric
+
+
 def _name_value(name: str, text: str) -> str:
     key, sep, _ = text.partition("=")
     if not sep or not key.strip():
@@ -217,6 +229,24 @@ PROFILE = Param("profile", "str", None, "profile of ~/.databrickscfg (empty: DAT
 CATALOG = Param("catalog", "str", DEFAULT_CATALOG, "Unity Catalog catalog")
 SCHEMA = Param("schema", "str", DEFAULT_SCHEMA, "schema inside the catalog")
 VOLUME = Param("volume", "str", DEFAULT_VOLUME, "volume inside catalog.schema that holds the input data")
+
+
+# The promotion gate (core/promotion.py), shared by `manymodels promote` and `manymodels workspace promote`.
+GATE_PARAMS = (
+    Param("alias", "str", "challenger", "alias of the version to promote"),
+    Param("champion_alias", "str", "champion", "alias moved to that version if it passes the gate"),
+    Param("min_ok_fraction", "float", 0.95, "ok / (ok + failed) groups the version's run needs, in [0, 1]",
+          check=_fraction),
+    Param("metric", "str", None, "per-group metric compared with the champion's (empty: holdout_rmse for "
+          "regression, holdout_accuracy for classification)", check=_gate_metric),
+    Param("max_median_worse", "float", 0.05, "relative degradation of the median metric allowed (0: not worse, "
+          "0.05: up to 5 percent worse)", minimum=0.0),
+    Param("max_worse_fraction", "float", 0.6, "fraction of the shared groups allowed to be worse than the "
+          "champion, in [0, 1]", check=_fraction),
+    Param("min_shared_fraction", "float", 0.5, "groups ok in both runs / the challenger's ok groups needed for "
+          "the comparison, in [0, 1]", check=_fraction),
+    Param("dry_run", "bool", False, "write the verdict onto the version but move no alias"),
+)
 
 
 @dataclass(frozen=True)
@@ -301,6 +331,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
         Param("min_age_hours", "float", 24.0, "versions younger than this are kept (a run may be writing them)",
               minimum=0.0),
     )),
+    Command("promote", "quality gate on @alias's version against @champion_alias's, then move @champion_alias "
+            "(the configured MLflow registry, e.g. the local one)", (MODEL_NAME, *GATE_PARAMS)),
     Command("workspace setup", "create catalog.schema and the volume unless they exist",
             (PROFILE, CATALOG, SCHEMA, VOLUME)),
     Command("workspace upload", "upload prepared data (gzipped per-group files or Parquet) to the volume", (
@@ -321,13 +353,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
         Param("wait", "bool", True, "wait for the run to end"),
         Param("timeout", "float", 4 * 3600.0, "seconds to wait for the run", check=_seconds),
     )),
-    Command("workspace promote", "register step: quality gate on @alias's run, then move @champion_alias", (
+    Command("workspace promote", "register step: quality gate on @alias's version against @champion_alias's, "
+            "then move @champion_alias (MLflow on the workspace)", (
         PROFILE,
         MODEL_NAME.but(default=None, help="registered model, catalog.schema.model", required=True),
-        ALIAS.but(default="challenger", help="alias of the version to promote"),
-        Param("champion_alias", "str", "champion", "alias moved to that version if it passes the gate"),
-        Param("min_ok_fraction", "float", 0.95, "ok / (ok + failed) groups the version's run needs, in [0, 1]",
-              check=_fraction),
+        *GATE_PARAMS,
     )),
 )}
 
