@@ -11,6 +11,7 @@ import copy
 import gzip
 import json
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -831,3 +832,15 @@ def test_job_parameter_defaults_are_values_the_code_accepts():
     nightly = {p["name"]: p.get("default") for p in
                load_yaml(REPO_ROOT / "resources" / "nightly.job.yml")["resources"]["jobs"]["nightly"]["parameters"]}
     assert nightly["retrain"] in RETRAIN_MODES and nightly["failure_policy"] in ("record", "raise")
+
+
+# ---------------------------------------------------------------- what a deploy uploads
+
+def test_the_bundle_has_an_identity_and_uploads_no_tests_or_benches(bundle):
+    """bundle.uuid as the bundle templates set it; `sync.exclude` keeps tests, benches and doc images out of the
+    workspace (the wheel is built locally); the CLI's local state (.databricks/) is never committed."""
+    uuid.UUID(bundle["bundle"]["uuid"])
+    excluded = bundle["sync"]["exclude"]
+    assert {"tests/", "bench/"} <= set(excluded)
+    assert not any(p.startswith(("notebooks", "resources", "src")) for p in excluded)
+    assert ".databricks/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
