@@ -9,7 +9,9 @@ from __future__ import annotations
 from manymodels import tracking
 from manymodels.spark import scoring
 from manymodels.spark.search import search, search_per_group
+from manymodels.spark.session import master_of
 from manymodels.spark.training import train_per_file, train_per_group
+from manymodels.storage.staging import staging_root
 
 __all__ = ["train_per_group", "train_per_file", "score_per_group", "score_single", "search", "search_per_group"]
 
@@ -17,10 +19,12 @@ __all__ = ["train_per_group", "train_per_file", "score_per_group", "score_single
 def score_per_group(df, model, *, staging_dir: str | None = None, **options):
     """Score ``df`` per group (``spark.scoring.score_per_group``, whose ``options`` it takes). ``model``: a
     ``ModelTable``, a registered router URI (``models:/name@alias`` or ``models:/name/3``), or the MLflow run id
-    of a training run. A registered store is staged under ``staging_dir`` (a path every worker can read: a Volume
-    on Databricks; the project folder locally), checked against the version's index."""
+    of a training run. Its store is staged under ``<staging_dir>/models`` (``staging_dir``: a folder every worker
+    can read; default ``storage.staging.staging_root()``: ``$MANYMODELS_STAGING``, on Databricks a Volume folder,
+    never ``/dbfs/tmp`` nor the driver's working directory), checked against the version's index."""
     if isinstance(model, str):
-        model = tracking.group_models(model, staging_dir)
+        root = staging_root(staging_dir, master=master_of(df.sparkSession))  # warns when executors cannot read it
+        model = tracking.group_models(model, str(root))
     return scoring.score_per_group(df, model, staging_dir=staging_dir, **options)
 
 

@@ -10,7 +10,7 @@ Every case must:
 * and leave every store exactly as it was: the bytes of every file under MANYMODELS_HOME (model tables,
   MLflow artifacts, scores, search staging; the MLflow sqlite file included) and, through MlflowClient,
   the experiments, runs, registered models, versions and aliases. The one exception is the scoring cache
-  (``scoring/<model>@v<N>``: a registered version's packed models, the same bytes whatever happens next),
+  (``staging/models/reg-<index sha>``: a registered version's packed models, the same bytes whatever happens next),
   which may gain a complete folder but never a partial one.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ FEATURES = ["x0", "x1", "x2"]
 KEYS = ["store", "item"]
 # The scoring staging folder: a registered router's packed store, copied once per version (same bytes whether
 # the scoring call then succeeds or not); excluded from the byte comparison, checked to hold no partial copy.
-CACHE = "scoring"
+CACHE = "staging"
 SCHEMA_READ = 1  # reading a Parquet input's schema (its footer) is one small Spark job
 
 

@@ -13,6 +13,7 @@ from sklearn.linear_model import Ridge, RidgeClassifier
 from manymodels.core import search as S
 from manymodels.spark import search as spark_search
 from manymodels.spark.search import _unstage, default_staging, search, stage
+from manymodels.storage.staging import staging_root
 
 FEATURES = ["x0", "x1", "x2"]
 GRID = {"alpha": [0.1, 10.0]}
@@ -111,21 +112,22 @@ def test_worker_cache_key_differs_by_task_and_the_folds_follow_it(tmp_path):
     assert S.dataset_key(changed, regressor) != S.dataset_key(staged, regressor)
 
 
-# ---------------------------------------------------------------- default staging on Databricks
+# ---------------------------------------------------------------- default staging: one root, per-user search folders
 
-def test_default_staging_on_databricks_is_a_per_user_volume_folder(monkeypatch):
+def test_default_staging_on_databricks_is_a_per_user_folder_of_the_volume_staging_root(monkeypatch, tmp_path):
     monkeypatch.delenv("MANYMODELS_STAGING", raising=False)
     monkeypatch.delenv("MANYMODELS_USER", raising=False)
     for name in ("MANYMODELS_CATALOG", "MANYMODELS_SCHEMA", "MANYMODELS_VOLUME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
     monkeypatch.setattr("getpass.getuser", lambda: "ann.lee@example.com")
-    assert default_staging() == "/Volumes/main/manymodels/manymodels_data/manymodels/ann.lee_example.com/search_staging"
+    assert default_staging() == "/Volumes/main/manymodels/manymodels_data/_staging/search/ann.lee_example.com"
     monkeypatch.setenv("MANYMODELS_CATALOG", "cat")
     monkeypatch.setenv("MANYMODELS_SCHEMA", "sch")
     monkeypatch.setenv("MANYMODELS_VOLUME", "vol")
     ann = default_staging()
-    assert ann == "/Volumes/cat/sch/vol/manymodels/ann.lee_example.com/search_staging"
+    assert ann == "/Volumes/cat/sch/vol/_staging/search/ann.lee_example.com"
+    assert str(staging_root()) == "/Volumes/cat/sch/vol/_staging"  # model stores share the root: <root>/models
 
     class Session:  # the Unity Catalog user of the session (current_user()) wins over the login name
         def sql(self, query):
@@ -136,16 +138,19 @@ def test_default_staging_on_databricks_is_a_per_user_volume_folder(monkeypatch):
             return ["bob/../x@example.com"]
 
     bob = default_staging(Session())
-    assert bob == "/Volumes/cat/sch/vol/manymodels/bob_.._x_example.com/search_staging" and bob != ann
+    assert bob == "/Volumes/cat/sch/vol/_staging/search/bob_.._x_example.com" and bob != ann
     monkeypatch.setenv("MANYMODELS_USER", "carol")
-    assert default_staging(Session()).endswith("/manymodels/carol/search_staging")
+    assert default_staging(Session()).endswith("/_staging/search/carol")
     for path in (ann, bob):
         assert path.startswith("/Volumes/") and "/dbfs" not in path
-    monkeypatch.setenv("MANYMODELS_STAGING", "/Volumes/x/y/z/mine")
-    assert default_staging() == "/Volumes/x/y/z/mine"
+    monkeypatch.setenv("MANYMODELS_STAGING", "/Volumes/x/y/z/mine")  # the setting wins, on Databricks too
+    assert default_staging() == "/Volumes/x/y/z/mine/search/carol"
+    assert default_staging(staging=str(tmp_path)) == str(tmp_path / "search" / "carol")  # an explicit folder first
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION")
     monkeypatch.delenv("MANYMODELS_STAGING")
-    assert default_staging().endswith("search_staging") and not default_staging().startswith("/Volumes")
+    home = tmp_path / "home"
+    monkeypatch.setenv("MANYMODELS_HOME", str(home))
+    assert staging_root() == home / "staging" and default_staging() == str(home / "staging" / "search" / "carol")
 
 
 # ---------------------------------------------------------------- on Spark

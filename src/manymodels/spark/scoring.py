@@ -43,14 +43,14 @@ from manymodels.core.routing import (
 )
 from manymodels.core.schema import quoted
 from manymodels.errors import InputError, short_list
-from manymodels.spark.session import cols, map_in_pandas
+from manymodels.spark.session import cols, map_in_pandas, master_of
 from manymodels.spark.training import ModelTable
 from manymodels.spark.worker_process import freeze_imports, native_threads
 from manymodels.storage import model_index
 from manymodels.storage.model_index import ModelIndex
 from manymodels.storage.model_table import iter_model_table
 from manymodels.storage.packed_store import MODELS_FILE, PackedModels, load_index, read_blobs
-from manymodels.storage.staging import GroupModels, agrees, publish, staged_index, staging_root
+from manymodels.storage.staging import MODELS_DIR, GroupModels, agrees, publish, staged_index, staging_root
 
 SPARK_NUMERIC = {"double", "float", "bigint", "int", "smallint", "tinyint", "decimal", "boolean"}
 MLFLOW_NUMERIC = {"double", "float", "long", "integer", "boolean"}
@@ -89,8 +89,9 @@ def _check_present(input_types: dict, cols, role: str) -> None:
 
 def resolve_group_models(spark, source, *, staging_dir: str | None = None) -> GroupModels:
     """``source``: a ``ModelTable`` (or an already resolved ``GroupModels``). Its store is staged under
-    ``staging_dir`` (a path every worker can read: a Volume on Databricks; the project folder locally).
-    Registered routers (``models:/name@alias``, a run id) are resolved by the MLflow layer
+    ``<staging_dir>/models`` (``staging_dir``: a folder every worker can read, default
+    ``storage.staging.staging_root()``: on Databricks a Volume folder, never ``/dbfs/tmp`` nor the driver's
+    working directory). Registered routers (``models:/name@alias``, a run id) are resolved by the MLflow layer
     (``tracking.registry.group_models``); ``manymodels.api.score_per_group`` takes either."""
     if isinstance(source, GroupModels):
         return source
@@ -101,12 +102,12 @@ def resolve_group_models(spark, source, *, staging_dir: str | None = None) -> Gr
 
 
 def _from_model_table(spark, table, staging_dir: str | None) -> GroupModels:
-    """A model table's store, packed once per content under ``staging/table-<digest>`` and checked against the
-    index its training run captured when it wrote the table: an edited group is ``refused`` (``PackedModels``)."""
+    """A model table's store, packed once per content under ``<staging>/models/table-<digest>`` and checked against
+    the index its training run captured when it wrote the table: an edited group is ``refused`` (``PackedModels``)."""
     keys = list(table.spec.group_cols)
     expected = table.expected_index(spark)
     digest = model_index.content_digest((k, *v) for k, v in expected.items())
-    staging = Path(staging_dir or staging_root())
+    staging = staging_root(staging_dir, master=master_of(spark)) / MODELS_DIR
     folder = staging / f"table-{digest[:40]}"
     index = staged_index(folder)
     if index is None or not agrees(index.entries, expected):

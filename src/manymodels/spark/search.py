@@ -39,28 +39,15 @@ from manymodels.core.estimators import task_of
 from manymodels.core.schema import FIXED_NAMES, quoted
 from manymodels.core.spec import TrainSpec
 from manymodels.errors import InputError, short_list
-from manymodels.settings import (
-    ARROW_BYTE_CAP,
-    ARROW_MAX_BYTES,
-    ARROW_MAX_RECORDS,
-    CATALOG_ENV,
-    DEFAULT_CATALOG,
-    DEFAULT_SCHEMA,
-    DEFAULT_VOLUME,
-    SCHEMA_ENV,
-    STAGING_ENV,
-    USER_ENV,
-    VOLUME_ENV,
-    on_databricks,
-    project_home,
-    volume_path,
-)
+from manymodels.settings import ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS, USER_ENV
 from manymodels.spark.checks import check_group_sizes, null_key_aggregate, value_aggregates
 from manymodels.spark.packing import plan_groups, run_packed
-from manymodels.spark.session import col, cols, parallelism, session_conf
+from manymodels.spark.progress import Progress, items_per_task, task_plan
+from manymodels.spark.session import col, cols, master_of, parallelism, session_conf
 from manymodels.spark.training import ModelTable
 from manymodels.spark.worker_process import with_task_attempt
 from manymodels.storage import model_table
+from manymodels.storage.staging import SEARCH_DIR, staging_root
 
 GROUP_ARROW_BATCH_ROWS = 100_000
 Staged = S.Staged  # what a staged run's workers receive (defined in the pure core, which verifies it)
@@ -90,26 +77,13 @@ def staging_user(spark=None) -> str:
     return _safe_name(user) or "unknown"
 
 
-def default_staging(spark=None) -> str:
-    """A folder every worker can read, for staged search data:
-
-    * ``MANYMODELS_STAGING`` if set;
-    * on Databricks, a per-user folder of the bundle's Volume:
-      ``/Volumes/<catalog>/<schema>/<volume>/manymodels/<user>/search_staging``, with catalog, schema and volume
-      from ``MANYMODELS_CATALOG`` / ``MANYMODELS_SCHEMA`` / ``MANYMODELS_VOLUME`` (default: the bundle's
-      ``settings.DEFAULT_CATALOG`` / ``DEFAULT_SCHEMA`` / ``DEFAULT_VOLUME``) and the user of ``staging_user``.
-      Never ``/dbfs/tmp``: the DBFS root is shared by every user of the workspace and absent on serverless;
-    * locally ``$MANYMODELS_HOME/search_staging``.
-    """
-    if os.environ.get(STAGING_ENV):
-        return os.environ[STAGING_ENV]
-    if not on_databricks():
-        return str(project_home() / "search_staging")
-
-    catalog = os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG
-    schema = os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA
-    volume = os.environ.get(VOLUME_ENV) or DEFAULT_VOLUME
-    return volume_path(catalog, schema, volume, "manymodels", staging_user(spark), "search_staging")
+def default_staging(spark=None, staging: str | None = None) -> str:
+    """This user's folder of staged search data, ``<root>/search/<user>``: ``root`` is ``staging`` when given,
+    else ``storage.staging.staging_root()`` (``MANYMODELS_STAGING``; on Databricks a folder of the bundle's Volume,
+    ``/Volumes/<catalog>/<schema>/<volume>/_staging``, never ``/dbfs/tmp`` nor the driver's working directory;
+    locally ``$MANYMODELS_HOME/staging``), the same root model stores are staged under; ``user`` is
+    ``staging_user(spark)``."""
+    return str(staging_root(staging, master=master_of(spark)) / SEARCH_DIR / staging_user(spark))
 
 
 def _spark_path(path: str) -> str:
@@ -155,7 +129,7 @@ def stage(data, spec: S.SearchSpec, staging: str | None = None, spark=None) -> S
     a Spark DataFrame is written by Spark into ``<search id>-<token>-spark/`` (its part files are read back in
     partition order; the driver hashes them after the write). ``_unstage`` deletes exactly that file or folder,
     so concurrent searches of the same data never delete each other's."""
-    root = Path(staging or default_staging(spark if spark is not None else _session_of(data)))
+    root = Path(default_staging(spark if spark is not None else _session_of(data), staging))
     root.mkdir(parents=True, exist_ok=True)
     staged_cols = S.staged_columns(spec)
     run = _run_name(spec)
@@ -259,7 +233,8 @@ def search(spark, data, *, label_col: str, estimator, feature_cols=None, param_g
     CV-group and the order column). Rows with a null label are dropped; rows keep the input's order
     (a Spark DataFrame's partition order) unless ``order_col`` is given. A failing task scores NaN
     with its error in ``cv_results['error']`` (``failure_policy="raise"`` stops with the task named).
-    Bad input raises ``InputError`` before any Spark job.
+    Bad input raises ``InputError`` before any Spark job. ``staging``: a folder every worker can read, the data
+    is staged under ``<staging>/search/<user>/`` (default: ``default_staging``).
     """
     roles = [c for c in (cv_groups_col, order_col) if c]
     feature_cols = feature_cols or _default_features(data.columns, label_col, roles)
@@ -308,7 +283,8 @@ def _task_job(spark, spec: S.SearchSpec, staged: Staged, plan: pd.DataFrame, n_b
     job = (tasks.repartition(n_bins, "label").sortWithinPartitions("order")
            .mapInPandas(body, schema=_ddl(S.task_columns(spec))))
     try:
-        return job.toPandas()
+        with Progress(spark, f"search {spec.search_id}", items_per_task(plan["bin"], n_bins, plan["cost"]), unit="fit"):
+            return job.toPandas()
     except Exception as exc:  # noqa: BLE001
         _surface(exc)
         raise
@@ -352,6 +328,9 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     alike. Rows are ordered by content (or ``order_col``, needed for time-series CV) before the split.
     A group with fewer rows than folds is refused before any job (``InputError`` naming it); a group whose
     every candidate fails gets a ``failed`` model-table row (or ``SearchTaskError`` under ``"raise"``).
+    ``staging``: a folder every worker can read and write; the results pass through ``<staging>/search/<user>/``
+    (default: ``default_staging``). ``location``: the model table, also written by the workers (default under
+    ``$MANYMODELS_HOME``, which executors on other machines cannot reach: pass one they can).
     """
     from pyspark.sql import functions as F
 
@@ -388,11 +367,12 @@ def search_per_group(df, *, group_cols, label_col: str, estimator, feature_cols=
     columns = S.group_result_columns(spec, [(k, types[k]) for k in keys])
     used = list(dict.fromkeys(keys + S.staged_columns(spec)))
     result = run_packed(df, packing, S.search_stream, _ddl(columns), used=used, spec=spec, train_spec=train_spec)
-    staged = Path(staging or default_staging(spark)) / f"group-search-{_safe_name(run_id, 48)}-{uuid.uuid4().hex}"
+    staged = Path(default_staging(spark, staging)) / f"group-search-{_safe_name(run_id, 48)}-{uuid.uuid4().hex}"
     try:
         with session_conf(spark, {ARROW_MAX_RECORDS: str(GROUP_ARROW_BATCH_ROWS), ARROW_MAX_BYTES: ARROW_BYTE_CAP}):
             try:
-                result.write.parquet(_spark_path(str(staged)))
+                with Progress(spark, f"search per group {run_id}", task_plan(packing)):
+                    result.write.parquet(_spark_path(str(staged)))
             except Exception as exc:  # noqa: BLE001
                 _surface(exc)
                 raise

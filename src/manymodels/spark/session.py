@@ -30,7 +30,7 @@ LOCAL_DEFAULTS = {
     "spark.sql.execution.pyspark.udf.faulthandler.enabled": "true",
     "spark.python.worker.faulthandler.enabled": "true",
     "spark.driver.memory": "4g",
-    "spark.ui.showConsoleProgress": "true",
+    "spark.ui.showConsoleProgress": "false",  # manymodels draws its own bar (spark/progress.py); two garble
     "spark.sql.session.timeZone": "UTC",
     "spark.log.level": "WARN",
 }
@@ -124,6 +124,14 @@ def get_spark(master: str | None = None, app_name: str = "manymodels", conf: dic
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def master_of(spark) -> str | None:
+    """The session's ``spark.master``; None when there is no session or the conf cannot say (Spark Connect)."""
+    try:
+        return None if spark is None else spark.conf.get("spark.master", None)
+    except Exception:  # noqa: BLE001 - a Connect session without that conf: nothing to say
+        return None
 
 
 def databricks_connect_session():

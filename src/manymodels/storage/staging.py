@@ -1,8 +1,10 @@
-"""Registered model stores copied where every worker can read them (a Volume on Databricks, the project folder
-locally), content-addressed: a staged copy is named after its index's SHA-256, published atomically, and checked
-against that index by the driver and again by each worker before any blob is loaded."""
+"""The staging folder every worker can read (``staging_root``: one setting for staged model stores and search data;
+a Volume folder on Databricks), and registered model stores copied there, content-addressed: a staged copy is named
+after its index's SHA-256, published atomically, and checked against that index by the driver and again by each
+worker before any blob is loaded."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -11,7 +13,18 @@ from pathlib import Path
 
 from manymodels.core.model_bytes import ModelIntegrityError
 from manymodels.core.routing import REFUSED
-from manymodels.settings import project_home
+from manymodels.settings import (
+    CATALOG_ENV,
+    DEFAULT_CATALOG,
+    DEFAULT_SCHEMA,
+    DEFAULT_VOLUME,
+    SCHEMA_ENV,
+    STAGING_ENV,
+    VOLUME_ENV,
+    on_databricks,
+    project_home,
+    volume_path,
+)
 from manymodels.storage import model_index
 from manymodels.storage.model_index import INDEX_FILE, ModelIndex
 from manymodels.storage.packed_store import MODELS_FILE
@@ -32,8 +45,50 @@ class GroupModels:
     index_sha256: str = ""  # of the store's index file, as registered (or as packed from the model table)
 
 
-def staging_root() -> Path:
-    return project_home() / "scoring"
+MODELS_DIR, SEARCH_DIR = "models", "search"  # <root>/models/<store>, <root>/search/<user>/<run>
+_log = logging.getLogger("manymodels")
+_WARNED: set[tuple[str, str]] = set()
+
+
+def staging_root(staging_dir: str | os.PathLike | None = None, *, master: str | None = None) -> Path:
+    """The folder every worker reads staged model stores (``<root>/models/...``) and search data
+    (``<root>/search/<user>/...``) from:
+
+    * ``staging_dir`` when given (a job's ``staging_dir`` parameter, ``score_per_group(..., staging_dir=)``);
+    * else ``$MANYMODELS_STAGING``;
+    * else on Databricks a folder of the bundle's Volume, ``/Volumes/<catalog>/<schema>/<volume>/_staging``
+      (``MANYMODELS_CATALOG`` / ``MANYMODELS_SCHEMA`` / ``MANYMODELS_VOLUME``, default ``settings.DEFAULT_*``):
+      never ``/dbfs/tmp`` (shared by every user, absent on serverless) nor the driver's working directory, which
+      executors on other machines cannot read;
+    * else ``$MANYMODELS_HOME/staging``, the embedded default: fine for local Spark and a cluster on this
+      machine; with any other ``master`` (the session's ``spark.master``, given by the Spark layer) a warning says
+      to pass ``staging_dir`` or set ``MANYMODELS_STAGING``.
+    """
+    if staging_dir:
+        return Path(staging_dir)
+    if os.environ.get(STAGING_ENV):
+        return Path(os.environ[STAGING_ENV])
+    if on_databricks():
+        return Path(volume_path(os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG,
+                                os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA,
+                                os.environ.get(VOLUME_ENV) or DEFAULT_VOLUME, "_staging"))
+    root = project_home() / "staging"
+    _warn_if_driver_local(root, master)
+    return root
+
+
+def models_folder(staging: str | os.PathLike | None = None) -> Path:
+    """Where model stores are staged: ``<staging_root(staging)>/models``."""
+    return staging_root(staging) / MODELS_DIR
+
+
+def _warn_if_driver_local(root: Path, master: str | None) -> None:
+    if not master or master.startswith("local") or (str(root), master) in _WARNED:
+        return
+    _WARNED.add((str(root), master))
+    _log.warning("Staging under %s, the driver's $MANYMODELS_HOME, while Spark runs on %s: executors on other "
+                 "machines cannot read it; pass staging_dir or set %s to a folder every worker can read.",
+                 root, master, STAGING_ENV)
 
 
 def staged_index(folder: Path, sha: str | None = None) -> ModelIndex | None:
@@ -61,14 +116,15 @@ def publish(tmp: Path, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def stage_registered(index_file: Path, index: ModelIndex, fetch_models, staging: str) -> str:
-    """Stage a registered store under ``staging/reg-<index SHA-256>`` (once per content: never stale): its index
-    (already checked against the version's tag) and its ``models.parquet``, fetched by ``fetch_models(dest)`` and
-    checked against the index's SHA-256 of it before it is published. Returns the folder."""
-    folder = Path(staging) / f"reg-{index.sha256[:40]}"
+def stage_registered(index_file: Path, index: ModelIndex, fetch_models, staging: str | None) -> str:
+    """Stage a registered store under ``<staging root>/models/reg-<index SHA-256>`` (``staging``: the root, see
+    ``staging_root``; once per content: never stale): its index (already checked against the version's tag) and
+    its ``models.parquet``, fetched by ``fetch_models(dest)`` and checked against the index's SHA-256 of it before
+    it is published. Returns the folder."""
+    folder = models_folder(staging) / f"reg-{index.sha256[:40]}"
     if staged_index(folder, index.sha256) is not None:
         return str(folder)
-    tmp = Path(staging) / f".reg-{index.sha256[:16]}.{uuid.uuid4().hex}"
+    tmp = folder.with_name(f".reg-{index.sha256[:16]}.{uuid.uuid4().hex}")
     tmp.mkdir(parents=True)
     try:
         fetch_models(tmp / MODELS_FILE)
