@@ -58,7 +58,7 @@ def main() -> None:
     result = run_study(spark, n_samples=str(args.n), n_members=str(args.members), sampling=args.sampling,
                        combine="mean", learner=learner, model_name="manymodels_fold_ensemble_bench",
                        alias="champion", experiment=args.experiment,
-                       warm_up=True,
+                       warm_up=True, compare="true",  # the bench times the centralized baselines too
                        centralized_threads=tuple(None if t == "all" else int(t) for t in args.threads.split(",")))
     total = time.perf_counter() - start
     acc, wall, info = result.accuracy, result.wall, result.ensemble.fit_info_

@@ -24,8 +24,10 @@ from manymodels.studies.fold_ensemble import run_study
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = [f"x{i}" for i in range(6)]
-RESULT_RE = (r"^RESULT n=\d+ acc_centralized=[\d.]+ acc_mean=[\d.]+ acc_median=[\d.]+ acc_max=[\d.]+ "
-             r"acc_stacking=[\d.]+ wall_members_s=[\d.]+ wall_centralized_s=[\d.]+$")
+RESULT_RE = (r"^RESULT n=\d+ (acc_centralized=[\d.]+ )?acc_mean=[\d.]+ acc_median=[\d.]+ acc_max=[\d.]+ "
+             r"acc_stacking=[\d.]+ wall_members_s=[\d.]+( wall_centralized_s=[\d.]+)?$")
+COMPARED_RE = (r"^RESULT n=\d+ acc_centralized=[\d.]+ acc_mean=[\d.]+ acc_median=[\d.]+ acc_max=[\d.]+ "
+               r"acc_stacking=[\d.]+ wall_members_s=[\d.]+ wall_centralized_s=[\d.]+$")  # with compare on
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,8 @@ def test_null_labels_and_continuous_targets_are_refused(spark, frames):
 def study(spark, mlflow_ctx, tmp_path_factory):
     return run_study(spark, n_samples="3000", n_members="3", sampling="disjoint", combine="stacking",
                      learner="sklearn.tree.DecisionTreeClassifier", model_name="fold_ensemble_tests",
-                     alias="champion", experiment=mlflow_ctx.experiment_name, out_dir=tmp_path_factory.mktemp("s"))
+                     alias="champion", experiment=mlflow_ctx.experiment_name, out_dir=tmp_path_factory.mktemp("s"),
+                     compare="true")
 
 
 def test_study_logs_members_scores_times_rule_and_registers_with_alias(study):
@@ -131,7 +134,7 @@ def test_study_table_and_result_line(study):
     table = study.table
     assert len(table) == 8 and table["published_accuracy"].tolist()[1] == "0.9045"
     assert study.ensemble.combine == "stacking" and study.ensemble.meta_ is not None
-    assert re.fullmatch(RESULT_RE, study.result_line)
+    assert re.fullmatch(COMPARED_RE, study.result_line)
     assert all(0.6 < study.accuracy[k] <= 1 for k in ("centralized_folds", "mean", "median", "max", "stacking"))
     assert study.kde_png.stat().st_size > 10_000 and study.kde_png.read_bytes()[:4] == b"\x89PNG"
 
@@ -142,7 +145,70 @@ def test_cli_ensemble_runs_the_notebook_code(spark, mlflow_ctx, capsys):
                      "--experiment", mlflow_ctx.experiment_name]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(RESULT_RE, out[-1]) and out[-1].startswith("RESULT n=2000 ")
+    assert "centralized" not in out[-1]  # compare is off by default: no baselines on the driver
     assert any("models:/fold_ensemble_cli@champion" in line for line in out)
+
+
+@pytest.fixture(scope="module")
+def labelled_input(tmp_path_factory):
+    """A Parquet folder with a binary string label, a non-numeric column and a column left out of feature_cols."""
+    X, y = make_classification(n_samples=3000, n_features=6, n_informative=4, random_state=9)
+    pdf = pd.DataFrame(X, columns=FEATURES).assign(y=np.where(y == 1, "yes", "no"), name="a", extra=1.0)
+    path = tmp_path_factory.mktemp("ens_input") / "rows"
+    pdf.to_parquet(path.with_suffix(".tmp"))
+    path.mkdir()
+    path.with_suffix(".tmp").rename(path / "part-0.parquet")
+    return str(path), pdf
+
+
+def test_study_on_an_input_trains_on_spark_and_brings_bounded_samples_to_the_driver(
+        spark, mlflow_ctx, labelled_input, tmp_path, monkeypatch):
+    from manymodels.studies import fold_ensemble
+
+    monkeypatch.setattr(fold_ensemble, "TEST_MAX_ROWS", 250)
+    monkeypatch.setattr(fold_ensemble, "COMPARE_MAX_ROWS", 400)
+    path, pdf = labelled_input
+    result = run_study(spark, input_path=path, feature_cols=",".join(FEATURES[:5]), label_col="y", n_members="3",
+                       combine="mean", learner="sklearn.tree.DecisionTreeClassifier", model_name="ens_on_input",
+                       catalog="cat", schema="sch", experiment=mlflow_ctx.experiment_name, compare="true",
+                       out_dir=tmp_path)
+    ensemble = result.ensemble
+    assert list(ensemble.feature_names_in_) == FEATURES[:5] and list(ensemble.classes_) == ["no", "yes"]
+    trained = int(sum(ensemble.member_n_rows_))  # the 70% split, hashed on Spark: none of it collected
+    assert 0.6 * len(pdf) < trained < 0.8 * len(pdf)
+    assert "first 250 of the 30% split" in result.data_note and "first 400 training rows" in result.data_note
+    central = result.table[result.table["method"].str.startswith("centralized")]
+    assert len(central) == 2 and central["note"].str.contains("first 400 training rows").all()
+    assert (result.table["published_accuracy"] == "").all()  # the published figures are of the generated data
+    assert all(0.6 < result.accuracy[k] <= 1 for k in ("centralized_one", "members", "mean", "stacking"))
+    assert re.fullmatch(COMPARED_RE, result.result_line) and result.result_line.startswith(f"RESULT n={trained + 250} ")
+    assert result.logged.model_uri == "models:/cat.sch.ens_on_input@champion"
+    rows = pdf[FEATURES[:5]].head(20)
+    np.testing.assert_array_equal(mlflow.pyfunc.load_model(result.logged.model_uri).predict(rows),
+                                  ensemble.predict(rows))
+
+
+def test_study_without_compare_has_only_the_spark_rows_and_still_registers(spark, mlflow_ctx, labelled_input,
+                                                                            tmp_path):
+    path, _ = labelled_input
+    result = run_study(spark, input_path=path, label_col="y", n_members="2",
+                       learner="sklearn.tree.DecisionTreeClassifier", model_name="ens_no_compare",
+                       experiment=mlflow_ctx.experiment_name, out_dir=tmp_path)
+    assert result.table["method"].str.startswith(("2 members", "ensemble:")).all() and len(result.table) == 5
+    assert "centralized" not in result.result_line and "centralized_one" not in result.accuracy
+    # feature_cols empty: every numeric column but the label (the string column 'name' is left out)
+    assert list(result.ensemble.feature_names_in_) == [*FEATURES, "extra"]
+    assert result.logged.model_uri == "models:/ens_no_compare@champion" and result.kde_png.exists()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"label_col": "nope"}, "label_col='nope' is not a column"),
+    ({"label_col": "x0"}, "needs a binary label"),
+    ({"label_col": "y", "feature_cols": "x0,missing"}, "'missing' not in"),
+])
+def test_study_input_errors_name_the_column(spark, labelled_input, kwargs, words):
+    with pytest.raises(InputError, match=re.escape(words)):
+        run_study(spark, input_path=labelled_input[0], log=False, **kwargs)
 
 
 @pytest.mark.slow

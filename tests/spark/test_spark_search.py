@@ -179,7 +179,7 @@ def test_per_group_search_through_mlflow(spark, per_group, mlflow_ctx):
 
 @pytest.mark.slow
 def test_notebook_03_runs_locally(tmp_path):
-    env = {**os.environ, "MANYMODELS_HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MANYMODELS_HOME": str(tmp_path), "PYTHONUNBUFFERED": "1", "MM_COMPARE": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run([sys.executable, str(ROOT / "notebooks" / "03_tune_hyperparameters.py")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)

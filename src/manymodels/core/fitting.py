@@ -25,8 +25,9 @@ import pandas as pd
 import sklearn
 
 from manymodels.core import model_bytes
-from manymodels.core.estimators import EstimatorTemplate, task_of
+from manymodels.core.estimators import EstimatorTemplate, params_json, task_of
 from manymodels.core.fastchecks import numpy_fast_path
+from manymodels.core.group_params import GROUP_PARAMS_COL, decoded
 from manymodels.core.keys import canonical_key, group_seed, key_text
 from manymodels.core.metrics import classification_metrics, metric_row, regression_metrics
 from manymodels.core.packing import complete_groups, group_bounds
@@ -199,11 +200,12 @@ def fit_group(key: object, pdf: pd.DataFrame, *, spec: TrainSpec) -> dict:
 
 
 def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, attempt: str | None = None,
-               n_input: int | None = None) -> dict:
+               n_input: int | None = None, params: dict | None = None) -> dict:
     """Fit one group given its feature matrix and labels (slices of a packed batch; no per-group DataFrame).
 
     The estimator sees a numpy array, or a DataFrame with the feature names when
-    ``spec.pass_dataframe`` is set (for pipelines that select columns by name).
+    ``spec.pass_dataframe`` is set (for pipelines that select columns by name). ``params``: this group's own
+    parameters, set over the spec's estimator (``group_params.py``); a value the estimator refuses fails the group.
     """
     key = key if isinstance(key, tuple) else (key,)
     seed = group_seed(spec.seed, key)
@@ -234,6 +236,8 @@ def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, at
         start = time.perf_counter()
         template = EstimatorTemplate.of(spec.estimator)
         model = template.model(seed)
+        if params:
+            model.set_params(**params)
         seconds = spec.max_fit_seconds
         with _NO_LIMIT if seconds is None else fit_time_limit(seconds, key_text(spec.group_cols, key)):
             model.fit(_rows(X, train) if len(holdout) else X, y[train] if len(holdout) else y)
@@ -251,7 +255,8 @@ def fit_arrays(key: object, X: np.ndarray, y: np.ndarray, *, spec: TrainSpec, at
         tail = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
         row.update(status=STATUS_FAILED, error=f"{type(exc).__name__} in group {where}: {exc}\n{tail}")
         return row
-    row.update(status=STATUS_OK, n_train=len(train), n_holdout=len(holdout), params=template.params_json(model, seed),
+    recorded = params_json(model) if params else template.params_json(model, seed)
+    row.update(status=STATUS_OK, n_train=len(train), n_holdout=len(holdout), params=recorded,
                model=blob, model_sha256=model_bytes.sha256(blob))
     return row
 
@@ -263,12 +268,18 @@ def rows_to_frame(rows: list[dict], key_cols: tuple[str, ...]) -> pd.DataFrame:
 
 
 def fit_packed(pdf: pd.DataFrame, *, spec: TrainSpec, attempt: str = "") -> pd.DataFrame:
-    """Fit every group of ``pdf`` (groups contiguous, e.g. sorted by key) and return their rows."""
+    """Fit every group of ``pdf`` (groups contiguous, e.g. sorted by key) and return their rows. A
+    ``GROUP_PARAMS_COL`` column gives each group's index into ``spec.group_params`` (-1: none)."""
     X, y = feature_matrix(pdf, spec), pdf[spec.label_col].to_numpy()
     sampled = dict(spec.sampled_from)
-    with batch_settings(X, y, skip_parameter_validation=EstimatorTemplate.of(spec.estimator).params_valid):
+    codes = pdf[GROUP_PARAMS_COL].to_numpy() if GROUP_PARAMS_COL in pdf.columns else None
+    sets = decoded(spec.group_params) if codes is not None else []
+    # the parameters were validated once for the spec's estimator: not for the groups' own values
+    skip = EstimatorTemplate.of(spec.estimator).params_valid if codes is None else None
+    with batch_settings(X, y, skip_parameter_validation=skip):
         rows = [fit_arrays(key, X[s:e], y[s:e], spec=spec, attempt=attempt,
-                           n_input=sampled.get(canonical_key(key)) if sampled else None)
+                           n_input=sampled.get(canonical_key(key)) if sampled else None,
+                           params=sets[codes[s]] if codes is not None and codes[s] >= 0 else None)
                 for key, s, e in group_bounds(pdf, spec.group_cols)]
     return rows_to_frame(rows, spec.group_cols)
 

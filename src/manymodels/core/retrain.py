@@ -48,8 +48,10 @@ PREVIOUS_COLS = ("status", DATA_FP, SPEC_FP, "training_run_id", CARRIED_FROM)
 # Spec fields that do not change a model: the run's name, what the planner derives, raise-or-record, and the limits
 # that decide only whether a model is kept (a group failed by one is retrained under a raised limit by
 # retrain='failed', and tables written before the limits existed keep their fingerprints).
+# Per-group parameters (``group_params``) are folded into each group's own fingerprint instead
+# (``group_params.group_fingerprints``): one group's new parameters retrain that group only.
 _NOT_MODEL_INPUTS = ("training_run_id", "sampled_from", "estimator", "failure_policy", "max_model_bytes",
-                     "max_fit_seconds")
+                     "max_fit_seconds", "group_params")
 
 
 def data_fingerprints(stats: pd.DataFrame) -> pd.Series:
@@ -97,7 +99,9 @@ def plan_retrain(current: pd.DataFrame, previous: pd.DataFrame | None, key_cols,
                  spec_fp: str, *, location: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split the input's groups into ``(to_train, to_carry)``.
 
-    ``current``: one row per input group (key columns, ``count``, ``data_fingerprint``).
+    ``current``: one row per input group (key columns, ``count``, ``data_fingerprint``, and its own
+    ``spec_fingerprint`` when groups have their own parameters: ``group_params.group_fingerprints``; else every
+    group's is ``spec_fp``).
     ``previous``: the committed table's key columns and ``PREVIOUS_COLS`` (no blobs), or ``None``.
     ``to_train`` has ``current``'s rows to fit; ``to_carry`` the key columns of groups to copy over.
     """
@@ -105,7 +109,8 @@ def plan_retrain(current: pd.DataFrame, previous: pd.DataFrame | None, key_cols,
     keys = list(key_cols)
     if mode == "all" or previous is None or previous.empty:
         return current, current[keys].iloc[0:0]
-    if mode == "failed":
+    per_group = SPEC_FP in current.columns
+    if mode == "failed" and not per_group:
         specs = set(previous[SPEC_FP].dropna().unique())
         if specs != {spec_fp} or previous[SPEC_FP].isna().any():
             found = ", ".join(sorted(map(str, specs))) or "none recorded (a table written by an older manymodels)"
@@ -118,8 +123,19 @@ def plan_retrain(current: pd.DataFrame, previous: pd.DataFrame | None, key_cols,
                            suffixes=("", "_previous"))
     new = merged["_merge"] == "left_only"
     train = new | (merged["status"] == STATUS_FAILED)
+    spec_changed = (merged[f"{SPEC_FP}_previous"] != merged[SPEC_FP]) if per_group else (merged[SPEC_FP] != spec_fp)
+    if mode == "failed" and per_group and (spec_changed & ~new).any():
+        changed = merged.loc[(spec_changed & ~new).to_numpy(), keys]
+        shown = "; ".join(", ".join(f"{k}={v}" for k, v in zip(keys, row))
+                          for row in changed.head(3).itertuples(index=False, name=None))
+        raise InputError(
+            f"retrain='failed' carries models over from the committed model table at {location or 'the location'}, "
+            f"but {len(changed)} group(s) of it were trained with other parameters or another spec than this run "
+            f"gives them ({shown}{' ...' if len(changed) > 3 else ''}): their models would not be what this run asks "
+            "for. Use retrain='changed' (retrains the groups whose data, parameters or spec changed) or "
+            "retrain='all'.")
     if mode == "changed":
-        train |= (merged[f"{DATA_FP}_previous"] != merged[DATA_FP]) | (merged[SPEC_FP] != spec_fp)
+        train |= (merged[f"{DATA_FP}_previous"] != merged[DATA_FP]) | spec_changed
     to_train = current.loc[train.to_numpy()].reset_index(drop=True)
     to_carry = merged.loc[~train.to_numpy(), keys].reset_index(drop=True)
     return to_train, to_carry

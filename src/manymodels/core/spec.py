@@ -33,6 +33,7 @@ class TrainSpec:
     max_group_bytes: int = 2 << 30  # estimated worker memory of one group (see memory.py); larger groups are...
     oversize: Literal["refuse", "subsample"] = "refuse"  # ...refused before the job, or trained on a seeded sample
     sampled_from: tuple = ()  # set by the planner: ((canonical key, input rows), ...) of subsampled groups
+    group_params: tuple[str, ...] = ()  # distinct per-group parameter sets (JSON), see core/group_params.py
     model_format: str = "pickle5"  # or "skops": no code runs at load, only trusted types (core/model_bytes.py)
     trusted_types: tuple[str, ...] = ()  # skops: types trusted beyond model_bytes.DEFAULT_TRUSTED_TYPES
     max_model_bytes: int = 512 << 20  # a group whose serialized model is larger is failed (at most MODEL_BYTES_CEILING)

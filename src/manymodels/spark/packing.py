@@ -40,8 +40,8 @@ def plan_groups(df, sizes: pd.DataFrame, keys, tasks_per_core: int | None = None
     return Packing(list(keys), assignment, n_parts)
 
 
-def assignment_schema(df, keys, doubles=(), strings=()):
-    """The plan's Spark schema: the keys with the input's types, the bin, then per-group double and string
+def assignment_schema(df, keys, doubles=(), strings=(), ints=()):
+    """The plan's Spark schema: the keys with the input's types, the bin, then per-group double, string and int
     columns."""
     from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
@@ -49,24 +49,26 @@ def assignment_schema(df, keys, doubles=(), strings=()):
     return StructType([StructField(k, fields[k].dataType, False) for k in keys]
                       + [StructField(BIN_COL, IntegerType(), False)]
                       + [StructField(c, DoubleType(), False) for c in doubles]
-                      + [StructField(c, StringType(), True) for c in strings])
+                      + [StructField(c, StringType(), True) for c in strings]
+                      + [StructField(c, IntegerType(), False) for c in ints])
 
 
-def plan_frame(df, packing: Packing, *, doubles=(), strings=()):
+def plan_frame(df, packing: Packing, *, doubles=(), strings=(), ints=()):
     """The plan as a small Spark frame to broadcast: keys, bin and the named per-group columns."""
     keys = packing.keys
-    return keys_frame(df.sparkSession, packing.assignment[keys + [BIN_COL, *doubles, *strings]],
-                      assignment_schema(df, keys, doubles, strings))
+    return keys_frame(df.sparkSession, packing.assignment[keys + [BIN_COL, *doubles, *strings, *ints]],
+                      assignment_schema(df, keys, doubles, strings, ints))
 
 
-def run_packed(df, packing: Packing, stream, schema, *, used, plan_df=None, doubles=(), row_filter=None,
-               **stream_args):
+def run_packed(df, packing: Packing, stream, schema, *, used, plan_df=None, doubles=(), passed=(),
+               row_filter=None, **stream_args):
     """``stream(batches, attempt=..., **stream_args)`` over ``df``'s ``used`` columns, each partition holding
     whole groups sorted by key. ``doubles``: per-group columns of ``plan_df`` joined to every row, for
-    ``row_filter`` (a Column) to read; they are dropped before the stream sees the rows."""
+    ``row_filter`` (a Column) to read; they are dropped before the stream sees the rows. ``passed``: per-group
+    columns of ``plan_df`` joined to every row and kept for the stream (a group's parameter set)."""
     keys = packing.keys
     plan_df = plan_frame(df, packing, doubles=doubles) if plan_df is None else plan_df
-    rows = df.select(*cols(used)).join(plan_df.select(*cols(keys), BIN_COL, *doubles).hint("broadcast"),
+    rows = df.select(*cols(used)).join(plan_df.select(*cols(keys), BIN_COL, *doubles, *passed).hint("broadcast"),
                                        on=keys, how="inner")
     if row_filter is not None:
         rows = rows.where(row_filter)
