@@ -73,11 +73,15 @@ OUTPUT_ROOT_ENV = "MANYMODELS_OUTPUT_ROOT"
 TABLE_FORMAT_ENV = "MANYMODELS_TABLE_FORMAT"
 
 
-# seconds between progress lines of a long training job
+# seconds between progress lines of a long Spark job (training, search, ensembles, scoring); 0: none
 PROGRESS_ENV = "MANYMODELS_PROGRESS_SECONDS"
 
 
-# a folder every worker can read, for staged search data
+# the progress bar (tqdm): 0 off (log lines stay), 1 always; unset: in notebooks and on terminals (spark/progress.py)
+PROGRESS_BAR_ENV = "MANYMODELS_PROGRESS"
+
+
+# a folder every worker can read, for staged model stores and search data (storage.staging.staging_root)
 STAGING_ENV = "MANYMODELS_STAGING"
 
 

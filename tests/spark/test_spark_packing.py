@@ -98,22 +98,22 @@ def test_oversize_subsample_is_seeded_and_recorded(spark, skewed, tmp_path):
     assert a["model_sha256"].tolist() == b["model_sha256"].tolist()  # the sample is seeded, not random
 
 
-def test_progress_lines_count_groups_from_spark_task_counts(spark, skewed, tmp_path):
-    import io
+def test_progress_lines_count_groups_from_spark_task_counts(spark, skewed, tmp_path, caplog):
+    import logging
 
     from manymodels.spark.progress import Progress
 
     df, _ = skewed
-    out = io.StringIO()
     spec = make_spec(df, group_cols=KEYS, feature_cols=FEATURES, label_col="y", estimator=Ridge())
     from manymodels.spark.training import build_model_table
 
     table, task_groups = build_model_table(df, spec)
-    with Progress(spark, "training t", task_groups, interval=1e-3, out=out) as progress:
-        table.write.mode("overwrite").parquet(str(tmp_path / "p"))
-    lines = out.getvalue().splitlines()
+    with caplog.at_level(logging.INFO, logger="manymodels"):
+        with Progress(spark, "training t", task_groups, interval=1e-3, bar=False) as progress:
+            table.write.mode("overwrite").parquet(str(tmp_path / "p"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "manymodels.progress"]
     assert lines[0] == f"manymodels: training t: 150 groups in {len(task_groups)} tasks"
     assert lines[-1].startswith(f"manymodels: training t: {len(task_groups)}/{len(task_groups)} tasks, >= 150 of 150")
-    assert progress.best == len(task_groups)
+    assert progress.best == len(task_groups) and progress.value == 150
     # the status tracker was read while the fitting stage ran (the job takes far longer than one 1 ms poll)
     assert any(" tasks, >= " in ln for ln in lines[1:-1]), lines

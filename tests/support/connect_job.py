@@ -1,5 +1,6 @@
 """Run by test_spark_connect.py in its own process: train and score through Spark Connect (SPARK_REMOTE)."""
 import json
+import logging
 import sys
 
 import numpy as np
@@ -12,6 +13,8 @@ from manymodels.core.spec import PanelSpec
 from manymodels.spark.session import get_spark, is_connect
 from manymodels.spark.training import train_per_group
 
+logging.basicConfig(stream=sys.stdout, format="%(message)s")  # the library's progress lines, as the CLI shows them
+logging.getLogger("manymodels").setLevel(logging.INFO)
 out_dir = sys.argv[1]
 spark = get_spark()
 rows, _ = make_panel(PanelSpec(n_groups=30, mean_rows=50, n_features=3, seed=3))

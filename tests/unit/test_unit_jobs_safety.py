@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -110,10 +111,26 @@ def test_table_names_and_new_folders_inside_the_root_are_accepted(roots):
     (roots / "empty").mkdir()  # what an interrupted overwrite leaves: nothing to lose
     assert check_output(str(roots / "empty"), roots=[roots])
     marked = roots / "previous"
-    marked.mkdir()
-    (marked / "part-0.parquet").write_bytes(b"x")
-    jobs.write_scores_marker(str(marked), model_version="m/3", rows=1)
+    (marked / "score_date=2026-01-02").mkdir(parents=True)  # scores filed by date, the marker at the root
+    (marked / "score_date=2026-01-02" / "part-0.parquet").write_bytes(b"x")
+    jobs.write_scores_marker(str(marked), model_version="m/3", rows=1, score_date="2026-01-02")
     assert check_output(str(marked), roots=[roots]) == str(marked.resolve())
+
+
+@pytest.mark.parametrize("marker", ['{"model_version": "m/3", "rows": 1}', None])
+def test_scores_written_before_dates_are_refused_with_the_fix(roots, marker):
+    """The old layout: Parquet files at the folder's root and a marker without the partitioning."""
+    old = roots / "old_scores"
+    old.mkdir()
+    (old / "part-0.parquet").write_bytes(b"x")
+    if marker is None:
+        jobs.write_scores_marker(str(old), model_version="m/3", rows=1)  # a new marker cannot vouch for them
+    else:
+        (old / SCORES_MARKER).write_text(marker)
+    with pytest.raises(InputError, match=rf"output_table='{old}'.*part-0.parquet.*not only score_date "
+                                         rf"partitions.*Fix: pass a new output_table, or move the old scores away"):
+        check_output(str(old), roots=[roots])
+    assert (old / "part-0.parquet").read_bytes() == b"x"
 
 
 def test_a_folder_without_the_marker_is_refused_and_kept(roots):
@@ -197,15 +214,18 @@ def test_batch_score_writes_the_marker_and_overwrites_only_marked_folders(spark,
                                  "store string, prediction double, status string, model_version string")
     monkeypatch.setattr("manymodels.api.score_per_group", lambda df, uri, **kw: rows)
     monkeypatch.setattr("manymodels.tracking.configure", lambda **kw: None)
+    monkeypatch.setattr("manymodels.jobs.steps.registered_version",
+                        lambda uri: SimpleNamespace(name="m", version="1", run_id="r1", tags={}))
     monkeypatch.delenv(OUTPUT_ROOT_ENV, raising=False)
     source = tmp_path / "input"
     spark.createDataFrame([("a", 1.0)], "store string, x double").write.parquet(str(source))
     out = project_home() / "scores" / "marker_test"
-    first = jobs.batch_score(spark, input_path=str(source), output_table=str(out))
+    first = jobs.batch_score(spark, input_path=str(source), output_table=str(out), score_date="2026-01-01")
     assert first.statuses == {"ok": 1, "no_model": 1} and first.model_version == "m/1"
     marker = out / SCORES_MARKER
-    assert '"model_version": "m/1"' in marker.read_text()
-    assert jobs.batch_score(spark, input_path=str(source), output_table=str(out)).rows == 2  # marked: overwritten
+    assert '"model_version": "m/1"' in marker.read_text() and '"partitioned_by": "score_date"' in marker.read_text()
+    again = jobs.batch_score(spark, input_path=str(source), output_table=str(out), score_date="2026-01-01")
+    assert again.rows == 2  # marked: the date is replaced, not appended to
     assert spark.read.parquet(str(out)).count() == 2 and marker.exists()
     other = project_home() / "scores" / "not_scores"
     other.mkdir(parents=True, exist_ok=True)

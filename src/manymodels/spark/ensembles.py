@@ -40,6 +40,7 @@ from manymodels.core.schema import quoted
 from manymodels.errors import InputError, short_list
 from manymodels.settings import ARROW_BYTE_CAP, ARROW_MAX_BYTES, ARROW_MAX_RECORDS
 from manymodels.spark.checks import NONFINITE_COL, nonfinite_aggregate, raise_nonfinite
+from manymodels.spark.progress import Progress
 from manymodels.spark.session import col, cols, map_in_pandas, session_conf
 from manymodels.spark.worker_process import task_attempt
 
@@ -253,8 +254,9 @@ def fit_spark(ensemble, df, *, label_col, feature_cols=None):
     routed = routed.withColumn(PART_COL, F.element_at(labels, F.col(MEMBER_COL) + 1)).repartition(K, PART_COL)
     trained = map_in_pandas(routed, partial(fit_members, ensemble=template, feature_cols=feature_cols,
                                             label_col=label_col), MEMBER_SCHEMA)
-    with session_conf(df.sparkSession, {ARROW_MAX_RECORDS: str(MEMBER_ARROW_BATCH_ROWS),
-                                          ARROW_MAX_BYTES: ARROW_BYTE_CAP}):
+    with (session_conf(df.sparkSession, {ARROW_MAX_RECORDS: str(MEMBER_ARROW_BATCH_ROWS),
+                                         ARROW_MAX_BYTES: ARROW_BYTE_CAP}),
+          Progress(df.sparkSession, f"fold ensemble of {K}", [1] * K, unit="member")):
         rows = trained.toPandas().sort_values("member").reset_index(drop=True)
     wall_members = time.perf_counter() - start
     missing = sorted(set(range(K)) - set(rows["member"].tolist()))

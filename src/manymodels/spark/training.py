@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from manymodels.core.checks import check_columns, check_estimator, check_settings
 from manymodels.core.estimators import task_of
 from manymodels.core.fitting import GroupFitError, fit_stream
+from manymodels.core.group_params import GROUP_PARAMS_COL, attach, group_fingerprints
 from manymodels.core.keys import canonical_key
 from manymodels.core.memory import FRACTION_COL, arrow_batch_conf, check_group_memory, row_bytes, sample_fractions
 from manymodels.core.planning import TASKS_PER_CORE
@@ -48,7 +49,7 @@ from manymodels.errors import InputError, short_list
 from manymodels.spark.checks import check_group_sizes, null_key_aggregate, value_aggregates
 from manymodels.spark.inputs import FILE_KEY, read_files
 from manymodels.spark.packing import plan_frame, plan_groups, run_packed
-from manymodels.spark.progress import Progress
+from manymodels.spark.progress import Progress, task_plan
 from manymodels.spark.session import col, cols, keys_frame, session_conf
 from manymodels.spark.worker_process import with_task_attempt
 from manymodels.storage import model_table
@@ -118,8 +119,9 @@ def capture_index(spark, version: str, spec: TrainSpec) -> tuple[dict, dict[str,
 def input_fingerprint(stats: pd.DataFrame, keys: list[str], spec_fp: str, retrain: dict) -> str:
     """``model_index.run_fingerprint`` of a training run from its input's aggregate: every group's key and data
     fingerprint, the spec fingerprint, and the retrain mode with the version it carries models from."""
-    rows = [(canonical_key(k), fp, spec_fp) for k, fp in
-            zip(stats[keys].itertuples(index=False, name=None), stats[DATA_FP])]
+    specs = stats[SPEC_FP] if SPEC_FP in stats else [spec_fp] * len(stats)  # per group with its own parameters
+    rows = [(canonical_key(k), fp, s) for k, fp, s in
+            zip(stats[keys].itertuples(index=False, name=None), stats[DATA_FP], specs)]
     carried = f"{retrain.get('mode')}|{retrain.get('carried_from_version') or ''}"
     return run_fingerprint(rows + [(("_mm_retrain",), carried, "")])
 
@@ -187,14 +189,17 @@ def build_model_table(df, spec: TrainSpec, *, sizes: pd.DataFrame | None = None,
         spec = replace(spec, sampled_from=tuple((canonical_key(tuple(r[k] for k in keys)), int(r["count"]))
                                                 for _, r in over.iterrows()))
         doubles, row_filter = (FRACTION_COL,), _uniform(used, spec.seed) < F.col(FRACTION_COL)
-    fingerprints = (DATA_FP,) if DATA_FP in packing.assignment else ()
-    plan_df = plan_frame(df, packing, doubles=doubles, strings=fingerprints)
+    fingerprints = tuple(c for c in (DATA_FP, SPEC_FP) if c in packing.assignment)  # SPEC_FP: per-group params
+    passed = (GROUP_PARAMS_COL,) if GROUP_PARAMS_COL in packing.assignment else ()
+    plan_df = plan_frame(df, packing, doubles=doubles, strings=fingerprints, ints=passed)
     out = run_packed(df, packing, fit_stream, _result_ddl(df, spec), used=used, plan_df=plan_df, doubles=doubles,
-                     row_filter=row_filter, spec=spec)
+                     passed=passed, row_filter=row_filter, spec=spec)
     if fingerprints:  # a broadcast join of the small plan: the trained rows are not shuffled again
-        out = out.drop(DATA_FP).join(plan_df.select(*cols(keys), DATA_FP).hint("broadcast"), on=keys, how="left")
-    out = out.withColumn(SPEC_FP, F.lit(spec_fingerprint(spec)))
-    return out.select(*cols(keys), *FIXED_NAMES), packing.task_groups()
+        out = out.drop(*fingerprints).join(plan_df.select(*cols(keys), *fingerprints).hint("broadcast"), on=keys,
+                                           how="left")
+    if SPEC_FP not in fingerprints:
+        out = out.withColumn(SPEC_FP, F.lit(spec_fingerprint(spec)))
+    return out.select(*cols(keys), *FIXED_NAMES), task_plan(packing)  # groups and rows per task
 
 
 def _uniform(names, seed: int):
@@ -206,7 +211,8 @@ def _uniform(names, seed: int):
 def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, params=None,
                     location: str | None = None, tasks_per_core: int = TASKS_PER_CORE,
                     progress: float | bool | None = None, retrain: str = "all", commit: bool = True,
-                    expect_fingerprint: str | None = None, **settings) -> ModelTable:
+                    expect_fingerprint: str | None = None, group_params: pd.DataFrame | None = None,
+                    **settings) -> ModelTable:
     """Fit a clone of ``estimator`` for every group of ``df`` in parallel and commit the model table.
 
     Input: ``group_cols`` (no nulls), numeric ``feature_cols``, ``label_col`` (rows with a null label are
@@ -226,6 +232,10 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     ``expect_fingerprint``: the ``ModelTable.fingerprint`` already recorded for this ``training_run_id``
     (``jobs.train_and_register`` passes it): input that would train other models raises ``TrainingRunConflict``
     before the training job.
+    ``group_params``: each listed group's own parameters (the key columns and ``params``, a JSON object per group,
+    e.g. ``read_tuned_params`` of a per-group search's table), set over ``estimator`` with ``params`` for that
+    group (``core/group_params.py``); the model table's ``params`` column records every group's, and
+    ``retrain="changed"`` retrains a group whose parameters changed.
     Output: a ``ModelTable`` whose rows follow ``schema.FIXED_COLUMNS``, one per group. Bad input
     raises ``InputError`` before the training job; ``failure_policy="raise"`` raises ``GroupFitError``
     naming the group and leaves the previously committed table untouched.
@@ -238,6 +248,10 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
     spark, keys = df.sparkSession, list(spec.group_cols)
     stats = group_stats(df, spec)
     check_group_sizes(spec.group_cols, stats, spec=spec, df=df)
+    if group_params is not None:
+        stats, sets = attach(stats, keys, spec.estimator, group_params)
+        spec = replace(spec, group_params=sets)
+        stats[SPEC_FP] = group_fingerprints(spec_fingerprint(spec), stats[GROUP_PARAMS_COL], sets).to_numpy()
     previous = _previous_rows(spark, location, keys) if retrain != "all" else None
     to_train, to_carry = plan_retrain(stats, None if previous is None else previous[1], keys, retrain,
                                       spec_fingerprint(spec), location=location)
@@ -258,6 +272,26 @@ def train_per_group(df, *, group_cols, feature_cols, label_col, estimator, param
                          commit=commit)
     result.fingerprint = fingerprint
     return result
+
+
+def read_tuned_params(spark, location: str, key_cols) -> pd.DataFrame:
+    """Each group's parameters in the model table committed at ``location`` (a per-group search's: ``manymodels
+    tune --group-cols``, ``search_per_group(location=...)``): the key columns and ``params`` (JSON) of its ``ok``
+    rows, one small row per group (no blobs). An ``InputError`` names a missing table or key column."""
+    keys = list(key_cols)
+    try:
+        version = model_table.current(location, spark)["version"]
+    except model_table.ModelTableNotFound:
+        raise InputError(f"params_from={location!r}: no committed model table there. Fix: run the per-group search "
+                         "first (manymodels tune --group-cols ...; its summary names its model table), or leave "
+                         "params_from empty.") from None
+    frame = model_table.read_columns(spark, version, [*keys, "status", "params"])
+    missing = [k for k in keys if len(frame) and frame[k].isna().all()]
+    if missing:
+        raise InputError(f"params_from={location!r}: its model table has no column(s) {short_list(missing)} of "
+                         f"group_cols {short_list(keys)}. Fix: tune with the same group_cols as the training, or "
+                         "leave params_from empty.")
+    return frame.loc[frame["status"] == STATUS_OK, [*keys, "params"]].reset_index(drop=True)
 
 
 def check_rerun(training_run_id: str, fingerprint: str, registered: str | None, where: str = "") -> None:
