@@ -2,8 +2,22 @@
 # MAGIC %md
 # MAGIC # 02 Train per group
 # MAGIC One model per group in parallel with pandas UDFs; the model table is written atomically, every group's
-# MAGIC model is logged to MLflow from the driver, and one router model per training run is registered
-# MAGIC with an alias. Run `01_prepare_data` first (locally its default output is the default input here).
+# MAGIC model is logged to MLflow from the driver, and one router model per training run is registered with an alias.
+# MAGIC With an empty `input_path` it trains on the panel `01_prepare_data` writes.
+# MAGIC
+# MAGIC `catalog` and `schema` name the Unity Catalog schema: models are `catalog.schema.model_name`, and the default
+# MAGIC input and staging folders are in its volume (`/Volumes/<catalog>/<schema>/<volume>/...`). Locally (no
+# MAGIC Databricks) they may stay empty: one-level names in the local MLflow registry, folders under `.manymodels/`.
+
+# COMMAND ----------
+
+# The package: a job run has it from the job's environment or cluster library (the wheel the bundle builds); an
+# interactive notebook installs it once from the bundle's synced source, as the bundle templates do (`-e ..`).
+import importlib.util
+import os
+
+if os.environ.get("DATABRICKS_RUNTIME_VERSION") and importlib.util.find_spec("manymodels") is None:
+    get_ipython().run_line_magic("pip", "install --quiet -e ..")  # noqa: F821 - the notebook's IPython shell
 
 # COMMAND ----------
 
@@ -19,12 +33,7 @@ params
 
 values = parse_all(job_params("train"), params)  # a bad value fails here, before Spark starts
 spark = get_spark()
-result = jobs.train_and_register(
-    spark, values["input_path"] or jobs.default_input(), group_cols=values["group_cols"],
-    feature_cols=values["feature_cols"], label_col=values["label_col"], estimator=values["estimator"],
-    params=values["estimator_params"], model_name=values["model_name"], alias=values["alias"],
-    experiment=values["experiment"], location=values["model_table"], failure_policy=values["failure_policy"],
-    retrain=values["retrain"])
+result = jobs.train_job(spark, values)
 print(jobs.summarize(result, None, None, sum(result.timings.values()), jobs.metric_quantiles(spark, result.table)))
 
 # COMMAND ----------

@@ -1,16 +1,30 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # 04 Fold ensemble
-# MAGIC Reproduces the published fold-ensemble study on `make_classification` (20 features, 2 classes, 10% label
-# MAGIC noise; 70/30 split): a **centralized** model (one model on all training rows, and K fold models on
-# MAGIC (K-1)/K one after another) against **K members trained in parallel on Spark**, one Spark task per member
-# MAGIC (`sampling=disjoint`: each on its own 1/K sample; `complement`: each on the complement of one fold), and
-# MAGIC their ensembles: **mean**, **median**, **max** of the members' probabilities and **stacking** (a random
-# MAGIC forest fitted on out-of-fold predictions only). The table puts the accuracies and wall times next to the
-# MAGIC published figures (N = 1,000,000, CatBoost); the plot shows the density of the predicted probability per
-# MAGIC true class for each method. The ensemble with the chosen `combine` rule is logged to MLflow (members'
+# MAGIC K members trained in parallel on Spark, one Spark task per member (`sampling=disjoint`: each on its own 1/K
+# MAGIC sample; `complement`: each on the complement of one fold), and their ensembles: **mean**, **median**, **max**
+# MAGIC of the members' probabilities and **stacking** (a random forest fitted on out-of-fold predictions only), on
+# MAGIC `input_path` (a table or folder with a binary `label_col`) or, when empty, on `make_classification` data as in
+# MAGIC the published fold-ensemble study (20 features, 2 classes, 10% label noise; 70/30 split). With `compare` on, a
+# MAGIC **centralized** model (one model on all training rows, and K fold models one after another, on a bounded
+# MAGIC sample on the driver) is timed beside them. The plot shows the density of the predicted probability per true
+# MAGIC class for each method. The ensemble with the chosen `combine` rule is logged to MLflow (members'
 # MAGIC validation scores and training times, the table, the plot) and registered with the alias; it is an
 # MAGIC ordinary scikit-learn model that predicts without Spark.
+# MAGIC
+# MAGIC `catalog` and `schema` name the Unity Catalog schema: models are `catalog.schema.model_name`, and the default
+# MAGIC input and staging folders are in its volume (`/Volumes/<catalog>/<schema>/<volume>/...`). Locally (no
+# MAGIC Databricks) they may stay empty: one-level names in the local MLflow registry, folders under `.manymodels/`.
+
+# COMMAND ----------
+
+# The package: a job run has it from the job's environment or cluster library (the wheel the bundle builds); an
+# interactive notebook installs it once from the bundle's synced source, as the bundle templates do (`-e ..`).
+import importlib.util
+import os
+
+if os.environ.get("DATABRICKS_RUNTIME_VERSION") and importlib.util.find_spec("manymodels") is None:
+    get_ipython().run_line_magic("pip", "install --quiet -e ..")  # noqa: F821 - the notebook's IPython shell
 
 # COMMAND ----------
 

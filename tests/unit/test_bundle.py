@@ -21,7 +21,7 @@ import yaml
 from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.validators import Draft202012Validator, validator_for
 
-from manymodels.jobs.params import job_params
+from manymodels.jobs.params import JOB_ONLY_PARAMS, job_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE_FILE = REPO_ROOT / "databricks.yml"
@@ -38,8 +38,9 @@ TARGET_BUNDLE_KEYS = ("cluster_id", "compute_id", "git")
 KEYED_JOB_LISTS = {"tasks": "task_key", "job_clusters": "job_cluster_key", "parameters": "name"}
 PAUSABLE_JOB_FIELDS = ("schedule", "trigger", "continuous")
 
-# The command each notebook runs; its widgets are that command's job parameters (manymodels/jobs/params.py), and
-# the jobs must pass exactly these.
+# The command each notebook runs; its widgets are that command's job parameters (manymodels/jobs/params.py). A job
+# sets them through its job parameters, which Databricks pushes down to every notebook task under the same names
+# (https://docs.databricks.com/en/jobs/job-parameters.html), so a job must declare each widget of its notebooks.
 NOTEBOOK_COMMANDS = {"01_prepare_data.py": "prepare", "02_train_per_group.py": "train",
                      "03_tune_hyperparameters.py": "tune", "04_fold_ensemble.py": "ensemble",
                      "05_batch_inference.py": "score"}
@@ -452,14 +453,20 @@ def test_task_dependencies_name_existing_tasks(bundle):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_job_parameter_reaches_a_task_under_its_own_name(bundle, target):
-    """Notebook widgets and entry-point options carry the job parameter's name: `x: {{job.parameters.x}}`
-    and `--x={{job.parameters.x}}`; and no job parameter is left unused."""
+    """Entry-point options carry the job parameter's name (`--x={{job.parameters.x}}`); every job parameter is read
+    by a task: a widget of one of the job's notebooks (pushed down), an option of a wheel task, or the operand of a
+    condition task (those are listed in jobs/params.py JOB_ONLY_PARAMS)."""
     deployed = target_bundle(bundle, target)
     assert same_name_problems(deployed) == []
     for name, job in jobs(deployed).items():
         declared = {parameter["name"] for parameter in job.get("parameters", [])}
-        used = {ref for text in strings(job.get("tasks", [])) for ref in JOB_PARAMETER_REF.findall(text)}
-        assert declared == used, f"{target}/{name}: unused {declared - used}, undeclared {used - declared}"
+        read = {ref for text in strings(job.get("tasks", [])) for ref in JOB_PARAMETER_REF.findall(text)}
+        read |= {widget for task in job.get("tasks", []) if "notebook_task" in task
+                 for widget in NOTEBOOK_WIDGETS[Path(task["notebook_task"]["notebook_path"]).name]}
+        assert declared <= read, f"{target}/{name}: job parameters no task reads: {sorted(declared - read)}"
+        condition_operands = {ref for task in job.get("tasks", []) if "condition_task" in task
+                              for ref in JOB_PARAMETER_REF.findall(str(task["condition_task"]))}
+        assert condition_operands == set(JOB_ONLY_PARAMS.get(name, {})), f"{target}/{name}"
 
 
 def test_notebook_tasks_run_known_notebooks(bundle):
@@ -482,29 +489,40 @@ def test_notebook_declares_exactly_the_widgets_jobs_pass(notebook):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_notebook_tasks_pass_exactly_the_notebook_widgets(bundle, target):
-    passed = {Path(task["notebook_path"]).name: set(task.get("base_parameters") or {})
-              for task in notebook_tasks(jobs(target_bundle(bundle, target)))}
-    assert {name: widgets for name, widgets in NOTEBOOK_WIDGETS.items() if name in passed} == passed
-    if target in CLASSIC_TARGETS:
-        assert set(passed) == set(NOTEBOOK_WIDGETS), f"{target}: every notebook runs as a notebook task"
+def test_notebook_tasks_get_every_widget_from_a_job_parameter(bundle, target):
+    """Notebook tasks pass no base_parameters (one definition: the job parameters are pushed down), and the job
+    declares every widget its notebooks have, so no widget silently keeps a local default in a job run."""
+    for name, job in jobs(target_bundle(bundle, target)).items():
+        declared = {parameter["name"] for parameter in job.get("parameters", [])}
+        for task in notebook_tasks(job.get("tasks", [])):
+            assert "base_parameters" not in task, f"{target}/{name}: {task['notebook_path']} passes base_parameters"
+            widgets = NOTEBOOK_WIDGETS[Path(task["notebook_path"]).name]
+            assert widgets <= declared, f"{target}/{name}: {task['notebook_path']} widgets without a job " \
+                                        f"parameter: {sorted(widgets - declared)}"
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_nightly_runs_prepare_train_register_score(bundle, target):
+def test_nightly_runs_prepare_only_when_asked_then_train_register_score(bundle, target):
     tasks = {task["task_key"]: task for task in jobs(target_bundle(bundle, target))["nightly"]["tasks"]}
-    assert list(tasks) == ["prepare_data", "train", "register", "score"]
-    assert "depends_on" not in tasks["prepare_data"]
-    for before, after in [("prepare_data", "train"), ("train", "register"), ("register", "score")]:
+    assert list(tasks) == ["generate_data", "prepare_data", "train", "register", "score"]
+    condition = tasks["generate_data"]["condition_task"]
+    assert condition == {"op": "EQUAL_TO", "left": "{{job.parameters.generate_data}}", "right": "true"}
+    assert tasks["prepare_data"]["depends_on"] == [{"task_key": "generate_data", "outcome": "true"}]
+    # train runs after prepare_data, or without it when the condition excluded it; never after a failed one
+    assert tasks["train"]["depends_on"] == [{"task_key": "generate_data"}, {"task_key": "prepare_data"}]
+    assert tasks["train"]["run_if"] == "NONE_FAILED"
+    for before, after in [("train", "register"), ("register", "score")]:
         assert tasks[after]["depends_on"] == [{"task_key": before}]
+        assert tasks[after].get("run_if", "ALL_SUCCESS") == "ALL_SUCCESS"
     register = tasks["register"]["python_wheel_task"]["parameters"]
     assert register[:2] == ["workspace", "promote"]
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_compute_follows_the_target(bundle, target):
-    """dev: serverless (wheel tasks in an environment holding the built wheel); dev_classic and prod: a
-    job cluster on an ML runtime with the wheel as a library, the notebooks as tasks."""
+    """dev and prod: serverless, every task in the job environment holding the built wheel (for notebook tasks it
+    replaces the notebook's own environment); dev_classic: a job cluster on an ML runtime with the wheel as a
+    library. The tasks themselves are the same in every target."""
     deployed = target_bundle(bundle, target)
     assert compute_problems(deployed, serverless=target in SERVERLESS_TARGETS) == []
     for name, job in jobs(deployed).items():
@@ -516,6 +534,14 @@ def test_compute_follows_the_target(bundle, target):
         assert "-ml-" in spark_version, f"{target}: {spark_version} is not an ML runtime"
 
 
+def test_every_target_runs_the_same_tasks(bundle):
+    """One definition of each job: the targets differ in compute only (what a task runs and with what)."""
+    compute = ("environment_key", "job_cluster_key", "libraries")
+    runs = {target: {name: [{k: v for k, v in task.items() if k not in compute} for task in job["tasks"]]
+                     for name, job in jobs(target_bundle(bundle, target)).items()} for target in TARGETS}
+    assert all(runs[target] == runs["dev"] for target in TARGETS), "targets change what the tasks run"
+
+
 def test_prod_runs_as_a_service_principal_with_permissions(bundle):
     prod = target_bundle(bundle, "prod")
     assert set(prod["run_as"]) == {"service_principal_name"}
@@ -524,15 +550,23 @@ def test_prod_runs_as_a_service_principal_with_permissions(bundle):
     assert "run_as" not in target_bundle(bundle, "dev"), "dev runs as the deploying user"
     models = prod["resources"]["registered_models"]
     assert all(model.get("grants") and model["lifecycle"]["prevent_destroy"] for model in models.values())
+    for kind, key in (("schemas", "manymodels"), ("volumes", "data")):
+        assert prod["resources"][kind][key]["lifecycle"]["prevent_destroy"] is True, kind
+        assert not (target_bundle(bundle, "dev")["resources"][kind][key].get("lifecycle") or {}).get(
+            "prevent_destroy"), f"dev's per-user {kind} go with `bundle destroy`"
 
 
 def test_models_and_experiment_are_bundle_resources_the_jobs_use(bundle):
     resources = bundle["resources"]
     assert {"router", "tuned", "fold_ensemble"} <= set(resources["registered_models"])
     assert resources["experiments"]["training"]["name"] == "${var.experiment_path}"
+    for model in resources["registered_models"].values():
+        assert model["schema_name"] == "${resources.schemas.manymodels.name}"  # created after the schema
     for name, job in jobs(bundle).items():
         defaults = {parameter["name"]: parameter["default"] for parameter in job["parameters"]}
-        assert defaults["model_name"].startswith("${var.catalog}.${var.schema}.${resources.registered_models."), name
+        assert defaults["model_name"].startswith("${resources.registered_models."), name
+        assert defaults["schema"] == "${resources.schemas.manymodels.name}", name
+        assert defaults["volume"] == "${resources.volumes.data.name}", name
         assert defaults["experiment"] == "${resources.experiments.training.name}", name
 
 
@@ -578,14 +612,12 @@ def test_typed_job_class_rejects_what_the_schema_would(bundle):
 @pytest.mark.parametrize("target", TARGETS)
 def test_wheel_tasks_parse_with_the_manymodels_entry_point(bundle, target):
     """Every python_wheel_task runs `manymodels`; its argument list, with the job parameters' defaults filled
-    in, parses with the CLI's own parser, and its options are the widget names of the notebook the classic
-    variant runs for the same task."""
+    in, parses with the CLI's own parser, and its options are the command's declared parameters."""
     import manymodels.jobs.cli as cli
 
     parser = cli._parser()
     commands = subcommands(parser)
     deployed = resolved_target(bundle, target)
-    classic = jobs(target_bundle(bundle, CLASSIC_REFERENCE))
     missing = []
     for name, job in jobs(deployed).items():
         defaults = {parameter["name"]: parameter["default"] for parameter in job["parameters"]}
@@ -603,10 +635,9 @@ def test_wheel_tasks_parse_with_the_manymodels_entry_point(bundle, target):
                 parser.parse_args(argv)
             except SystemExit:
                 pytest.fail(f"{target}/{name}.{task['task_key']}: `manymodels {' '.join(argv)}` does not parse")
-            notebook = next((t for t in classic[name]["tasks"] if t["task_key"] == task["task_key"]), {})
-            widgets = set((notebook.get("notebook_task") or {}).get("base_parameters") or {})
-            if widgets:
-                assert option_names(wheel["parameters"]) == widgets, f"{name}.{task['task_key']}"
+            command = " ".join(argv[:2]) if argv[0] == "workspace" else argv[0]
+            known = {p.name for p in job_params(command)}
+            assert option_names(wheel["parameters"]) <= known, f"{name}.{task['task_key']}"
     if missing:
         pytest.skip("subcommands not in the CLI yet (their issues are in progress): " + "; ".join(missing))
 
@@ -614,9 +645,8 @@ def test_wheel_tasks_parse_with_the_manymodels_entry_point(bundle, target):
 # ---------------------------------------------------------------- helpers of the tests above
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-SERVERLESS_TARGETS = {"dev"}
-CLASSIC_TARGETS = {"dev_classic", "prod"}
-CLASSIC_REFERENCE = "dev_classic"
+SERVERLESS_TARGETS = {"dev", "prod"}
+CLASSIC_TARGETS = {"dev_classic"}
 TASK_KINDS = ("notebook_task", "python_wheel_task", "spark_python_task", "run_job_task", "condition_task")
 JOB_PERMISSION_LEVELS = {"CAN_VIEW": "CAN_VIEW", "CAN_MANAGE": "CAN_MANAGE", "CAN_RUN": "CAN_MANAGE_RUN"}
 RESOURCE_REF = re.compile(r"\$\{resources\.([\w-]+)\.([\w-]+)\.([\w-]+)\}")
@@ -680,7 +710,9 @@ def same_name_problems(bundle: dict) -> list[str]:
                     problems.append(f"{where}: widget {widget!r} gets {value!r}")
             for arg in (task.get("python_wheel_task") or {}).get("parameters") or []:
                 option = re.fullmatch(r"--([\w-]+)=(.*)", arg)
-                if option and JOB_PARAMETER_REF.findall(option[2]) not in ([option[1]], []):
+                refs = JOB_PARAMETER_REF.findall(option[2]) if option else []
+                # an option takes its own parameter (a model name may be composed: catalog.schema.model_name)
+                if option and refs and (option[1] not in refs or not set(refs) <= {option[1], "catalog", "schema"}):
                     problems.append(f"{where}: option --{option[1]} gets {option[2]!r}")
                 elif not option and JOB_PARAMETER_REF.search(arg):
                     problems.append(f"{where}: {arg!r} is not in the --name=value form")
@@ -696,13 +728,16 @@ def compute_problems(bundle: dict, *, serverless: bool) -> list[str]:
         clusters = {cluster["job_cluster_key"] for cluster in job.get("job_clusters", [])}
         for task in job.get("tasks", []):
             where = f"{name}.{task['task_key']}"
+            if "condition_task" in task:  # evaluated by the jobs service: no compute
+                if {"environment_key", "job_cluster_key", "libraries"} & set(task):
+                    problems.append(f"{where}: a condition task has no compute")
+                continue
             if serverless:
                 spec = environments.get(task.get("environment_key"))
                 if spec is None or wheel not in spec.get("dependencies", []):
                     problems.append(f"{where}: no serverless environment holding {wheel}")
-                if "notebook_task" in task or "job_cluster_key" in task or "libraries" in task:
-                    problems.append(f"{where}: serverless tasks are wheel tasks without cluster or libraries "
-                                    "(job environments apply to non-notebook tasks only)")
+                if "job_cluster_key" in task or "libraries" in task:
+                    problems.append(f"{where}: serverless tasks take the job environment, not a cluster or libraries")
             else:
                 if task.get("job_cluster_key") not in clusters:
                     problems.append(f"{where}: no job cluster")

@@ -20,7 +20,7 @@ from manymodels.databricks import notebook
 from manymodels.errors import InputError
 from manymodels.jobs import cli
 from manymodels.jobs import params as P
-from manymodels.jobs.params import COMMANDS, JOB_DEFAULTS, JOB_KEYS, job_params, to_text
+from manymodels.jobs.params import COMMANDS, JOB_DEFAULTS, JOB_KEYS, JOB_ONLY_PARAMS, job_params, to_text
 from manymodels.settings import VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,11 +224,13 @@ class FakeDbutils:
         self.declared = {}
         self.widgets = self
 
-    def text(self, name, default):
+    def text(self, name, default, label):
+        assert label, f"{name}: no label"
         self.declared[name] = ("text", default, None)
 
-    def dropdown(self, name, default, choices):
+    def dropdown(self, name, default, choices, label):
         assert default in choices, f"{name}: a dropdown's default must be one of its choices"
+        assert label, f"{name}: no label"
         self.declared[name] = ("dropdown", default, list(choices))
 
     def get(self, name):
@@ -243,7 +245,11 @@ def test_notebook_widgets_are_the_command_s_job_params(path, monkeypatch):
     fake = FakeDbutils()
     monkeypatch.setattr(notebook, "_dbutils", lambda: fake)
     values = notebook.widgets(job_params(command))
-    expected = {p.name: ("dropdown" if p.choices else "text", p.text, list(p.choices) or None)
+    def choices(p):
+        options = list(p.choices) or (["true", "false"] if p.type == "bool" else [])
+        return options if p.text in options else []  # an empty default of an enumerated parameter: a text box
+
+    expected = {p.name: ("dropdown" if choices(p) else "text", p.text, choices(p) or None)
                 for p in job_params(command)}
     assert fake.declared == expected and values == {p.name: p.text for p in job_params(command)}
 
@@ -296,9 +302,11 @@ def test_job_parameters_are_the_commands_params(path, key):
                 for name in {p.name for c in commands for p in COMMANDS[c].params}}
     for parameter in job["parameters"]:
         name, default = parameter["name"], str(parameter["default"])
+        if name in JOB_ONLY_PARAMS.get(key, {}):  # read by the job's own condition task
+            continue
         assert declared.get(name), f"{key}: job parameter {name!r} is no parameter of {sorted(commands)}"
         assert not any(p.cli_only for p in declared[name]), f"{key}: {name!r} is a command-line-only option"
-        if "${" in default:  # a bundle variable or resource: the deployment decides
+        if "${" in default or "{{" in default:  # a bundle variable or resource, or the run's own value: decided later
             continue
         if name in JOB_DEFAULTS[key]:
             assert default == JOB_DEFAULTS[key][name], f"{key}: {name}"
@@ -313,16 +321,16 @@ def test_tasks_pass_the_command_s_params_under_their_names(path, key):
     doc, _ = job_file(path, key)
     for task in job_file_tasks(doc, key):
         command = task_command(task)
-        if "notebook_task" in task:
-            passed = task["notebook_task"].get("base_parameters") or {}
-            assert set(passed) == {p.name for p in job_params(command)}, f"{key}.{task['task_key']}"
-            assert all(value == JOB_REF % name for name, value in passed.items())
+        if "notebook_task" in task:  # the job parameters are pushed down as its widgets (test_bundle.py)
+            assert "base_parameters" not in task["notebook_task"], f"{key}.{task['task_key']}"
         elif "python_wheel_task" in task:
             flags = {f: p for p in COMMANDS[command].params for f in p.flags}
             for arg in task["python_wheel_task"]["parameters"][len(command.split()):]:
                 option, _, value = arg.partition("=")
                 assert option in flags and not flags[option].cli_only, f"{key}.{task['task_key']}: {arg}"
-                assert value == JOB_REF % flags[option].name, f"{key}.{task['task_key']}: {arg}"
+                # a model name may be composed from the catalog and schema parameters: catalog.schema.model_name
+                composed = ".".join(JOB_REF % n for n in ("catalog", "schema", flags[option].name))
+                assert value in (JOB_REF % flags[option].name, composed), f"{key}.{task['task_key']}: {arg}"
 
 
 def test_every_bundle_job_is_declared():
@@ -365,7 +373,7 @@ def test_job_functions_defaults_are_the_declared_ones():
     assert set(compared_defaults(steps.train_and_register, "train",
                                  {"location": "model_table", "fmt": "format", "params": "-"})) == {
         "model_name", "alias", "experiment", "model_table", "format", "failure_policy", "training_run_id", "retrain",
-        "model_format", "trusted_types"}
+        "model_format", "trusted_types", "params_from"}
     assert compared_defaults(steps.prepare_data, "prepare", {"out_dir": "output_dir"}) == ["output_dir", "layout"]
     assert compared_defaults(PanelSpec, "prepare") == ["n_groups", "mean_rows", "size_distribution", "seed"]
     assert compared_defaults(model_table.prune, "prune") == ["keep", "min_age_hours"]
@@ -386,6 +394,7 @@ def test_job_functions_defaults_are_the_declared_ones():
 
 def test_configuration_page_lists_every_command_and_option():
     text = (ROOT / "docs" / "configuration.md").read_text()
+    assert P.markdown() in text, "docs/configuration.md: paste `python -m manymodels.jobs.params`'s tables"
     missing = [f"{name} {p.flags[0]}" for name, p in PARAMS if not p.positional and f"`{p.flags[0]}`" not in text]
     missing += [name for name in COMMANDS if f"`manymodels {name}" not in text]
     assert not missing, f"docs/configuration.md lacks {missing}"

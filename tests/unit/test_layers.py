@@ -4,7 +4,7 @@ cycle. Function-level imports count too (a lazy import is still a dependency), a
 a manymodels module says in a comment why it is lazy.
 
 Layers, lowest first (docs/architecture.md draws them):
-    errors, settings -> core -> storage -> spark -> tracking -> databricks -> studies -> api -> jobs
+    errors, settings, locations -> core -> storage -> spark -> tracking -> databricks -> studies -> api -> jobs
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "manymodels"
-LAYERS = [("errors", "settings"), ("core",), ("storage",), ("spark",), ("tracking",), ("databricks",), ("studies",),
-          ("api",), ("jobs",)]
+LAYERS = [("errors", "settings", "locations"), ("core",), ("storage",), ("spark",), ("tracking",), ("databricks",),
+          ("studies",), ("api",), ("jobs",)]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 OUTSIDE = {"manymodels", "manymodels._compat"}  # the package's front door and the old-name aliases: above every layer
 # The one upward import, deliberate: a fold ensemble's fit() accepts a Spark DataFrame and hands it to the Spark
@@ -107,6 +107,7 @@ def test_each_layer_imports_only_from_itself_and_below():
     ("spark", ("mlflow", "manymodels.tracking", "databricks.sdk")),
     ("errors", ("pyspark", "mlflow")),
     ("settings", ("pyspark", "mlflow")),
+    ("locations", ("pyspark", "mlflow")),
 ])
 def test_layer_never_imports(layer, forbidden):
     found = [f"{m}:{line} imports {name}" for m, p in MODULES.items() if m.split(".")[1:2] == [layer]

@@ -33,27 +33,43 @@ def _dbutils():
 def widgets(params) -> dict[str, str]:
     """Declare one widget per parameter and return the current values (strings, as job parameters are).
 
-    ``params``: objects with ``name``, ``text`` (the default as text) and ``choices`` (enumerated values, a
-    dropdown widget when not empty; else a text widget), such as ``manymodels.jobs.params.job_params("score")``;
-    or a mapping name -> default (text widgets). Outside Databricks the values are the environment variables
-    ``MM_<NAME>`` where set, else the defaults."""
+    ``params``: objects with ``name``, ``text`` (the default as text), ``type`` and ``choices`` (enumerated values),
+    such as ``manymodels.jobs.params.job_params("score")``; or a mapping name -> default (text widgets). Enumerated
+    and boolean parameters are dropdowns, the others text boxes; each has a label (its name in words). A job run
+    sets the values from its job parameters (pushed down to every notebook task under the same names). Outside
+    Databricks the values are the environment variables ``MM_<NAME>`` where set, else the defaults."""
     declared = _declared(params)
     dbutils = _dbutils()
     if dbutils is not None:
         for name, default, choices in declared:
             if choices:
-                dbutils.widgets.dropdown(name, default, list(choices))
+                dbutils.widgets.dropdown(name, default, list(choices), label(name))
             else:
-                dbutils.widgets.text(name, default)
+                dbutils.widgets.text(name, default, label(name))
         return {name: dbutils.widgets.get(name) for name, _, _ in declared}
     return {name: os.environ.get(f"MM_{name.upper()}", default) for name, default, _ in declared}
 
 
+def label(name: str) -> str:
+    """A widget's label: its name in words (``model_cache_mb`` -> ``Model cache MB``)."""
+    words = name.split("_")
+    shown = [w.upper() if w in _ABBREVIATIONS else w for w in words]
+    return " ".join(shown)[:1].upper() + " ".join(shown)[1:]
+
+
+_ABBREVIATIONS = {"mb", "cv", "id", "uc"}
+
+
 def _declared(params) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(name, default text, choices) per widget."""
+    """(name, default text, choices) per widget: a boolean's choices are true and false; a dropdown's default is
+    one of its choices (an empty default of an enumerated parameter stays a text box)."""
     if isinstance(params, Mapping):
         return [(name, str(default), ()) for name, default in params.items()]
-    return [(p.name, p.text, tuple(p.choices)) for p in params]
+    out = []
+    for p in params:
+        choices = tuple(p.choices) or (("true", "false") if p.type == "bool" else ())
+        out.append((p.name, p.text, choices if p.text in choices else ()))
+    return out
 
 
 def show(obj, rows: int = 20) -> None:

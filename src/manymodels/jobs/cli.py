@@ -7,6 +7,7 @@ with its message (which says how to fix it) on stderr and exit code 2; ``--debug
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from manymodels import settings
@@ -202,7 +203,7 @@ def _prepare(args) -> int:
 
     panel = PanelSpec(n_groups=args.n_groups, mean_rows=args.mean_rows, size_distribution=args.size_distribution,
                       seed=args.seed)
-    prepared = steps.prepare_data(panel, args.output_dir, layout=args.layout)
+    prepared = steps.prepare_data(panel, steps.Locations.of(vars(args)).panel_dir(args.output_dir), layout=args.layout)
     print(f"wrote {prepared.n_rows} rows of {prepared.n_groups} groups to {prepared.parquet_dir.parent}")
     return 0
 
@@ -211,13 +212,10 @@ def _train(args) -> int:
     # lazy: the command starts without pyspark or mlflow until it needs them
     from manymodels.jobs import steps
 
-    source = args.input_path or steps.default_input()  # no input: refused before Spark starts
-    result = steps.train_and_register(
-        _spark(args), source, group_cols=args.group_cols, feature_cols=args.feature_cols,
-        label_col=args.label_col, estimator=args.estimator, params=args.estimator_params,
-        model_name=args.model_name, alias=args.alias, experiment=args.experiment, location=args.model_table,
-        fmt=args.format, failure_policy=args.failure_policy, training_run_id=args.training_run_id,
-        retrain=args.retrain, model_format=args.model_format, trusted_types=args.trusted_types)
+    values = vars(args)
+    if not args.input_path:
+        steps.Locations.of(values).default_input()  # no input: refused before Spark starts
+    result = steps.train_job(_spark(args), values)
     print(steps.summarize(result, None, None, sum(result.timings.values())))
     return 0
 
@@ -267,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``manymodels argv``; its exit code. An ``InputError`` prints its message to stderr and exits with 2
     (``--debug``: raised, traceback shown)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not logging.getLogger().handlers:  # run as a command: the library's progress lines on stderr, others WARNING
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("manymodels").setLevel(logging.INFO)
     try:
         args = _parser().parse_args(argv)
         return RUNNERS[args.command](args)

@@ -21,7 +21,15 @@ from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 from manymodels.errors import InputError
-from manymodels.settings import CACHE_ENV, DEFAULT_CATALOG, DEFAULT_SCHEMA, DEFAULT_VOLUME, SPARK_MASTER_ENV
+from manymodels.settings import (
+    CACHE_ENV,
+    DEFAULT_CATALOG,
+    DEFAULT_SCHEMA,
+    DEFAULT_VOLUME,
+    SPARK_MASTER_ENV,
+    STAGING_ENV,
+    on_databricks,
+)
 
 TYPES = ("str", "int", "float", "bool", "json", "list")
 
@@ -193,6 +201,16 @@ def _gate_metric(name: str, text: str) -> str:
     return metric
 
 
+def _date(name: str, text: str) -> str:
+    import datetime
+
+    try:
+        return datetime.date.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        raise InputError(f"{name}={text!r}: expected a date as YYYY-MM-DD (or empty: today, UTC). Fix: e.g. "
+                         f"{name}=2026-12-01.") from None
+
+
 def _name_value(name: str, text: str) -> str:
     key, sep, _ = text.partition("=")
     if not sep or not key.strip():
@@ -229,6 +247,21 @@ PROFILE = Param("profile", "str", None, "profile of ~/.databrickscfg (empty: DAT
 CATALOG = Param("catalog", "str", DEFAULT_CATALOG, "Unity Catalog catalog")
 SCHEMA = Param("schema", "str", DEFAULT_SCHEMA, "schema inside the catalog")
 VOLUME = Param("volume", "str", DEFAULT_VOLUME, "volume inside catalog.schema that holds the input data")
+# The notebooks' and jobs' catalog and schema: the registered models are catalog.schema.<model_name> (Unity Catalog
+# names have three levels), the default input and staging folders lie in the schema's volume. Locally they default
+# to empty: one-level names in the local registry, folders under $MANYMODELS_HOME.
+UC_CATALOG = CATALOG.but(default=DEFAULT_CATALOG if on_databricks() else None,
+                         help="Unity Catalog catalog of the registered models (catalog.schema.model_name), the "
+                              "default input and the staging folder (empty: a one-level model name, local registry)")
+UC_SCHEMA = SCHEMA.but(default=DEFAULT_SCHEMA if on_databricks() else None,
+                       help="schema inside the catalog (empty: a one-level model name, local registry)")
+UC_VOLUME = VOLUME.but(help="volume inside catalog.schema: on Databricks the default input (<volume>/panel) and the "
+                       "staging folder (<volume>/_staging) live in it")
+STAGING_DIR = Param("staging_dir", "str", None, "folder every executor can read, where model stores and search data "
+                    f"are staged (empty: ${STAGING_ENV}, else /Volumes/<catalog>/<schema>/<volume>/_staging on "
+                    "Databricks, else $MANYMODELS_HOME/staging)")
+COMPARE = Param("compare", "bool", False, "also time the same work with the usual alternatives (MLlib, a driver "
+                "thread pool, one centralized model) on a sample brought to the driver; off for production runs")
 
 
 # The promotion gate (core/promotion.py), shared by `manymodels promote` and `manymodels workspace promote`.
@@ -267,8 +300,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
               aliases=("--sizes",)),
         Param("layout", "str", "both", "files to write: Parquet with the key columns, one gzipped CSV per group, "
               "or both", choices=LAYOUTS),
-        Param("output_dir", "str", None, "folder to write (empty: $MANYMODELS_HOME/data/panel)", aliases=("--out",)),
+        Param("output_dir", "str", None, "folder to write (empty: the volume's panel folder on Databricks, else "
+              "$MANYMODELS_HOME/data/panel)", aliases=("--out",)),
         Param("seed", "int", 7, "seed of the generated panel", minimum=0),
+        UC_CATALOG, UC_SCHEMA, UC_VOLUME,
     )),
     Command("train", "train one model per group, log to MLflow and register the router; notebook 02", (
         INPUT_PATH, GROUP_COLS, FEATURE_COLS, LABEL_COL, ESTIMATOR,
@@ -278,10 +313,14 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
               choices=FAILURE_POLICIES),
         Param("retrain", "str", "all", "train every group, or only the failed or changed ones, carrying the others "
               "over from the model table committed at model_table", choices=RETRAIN_MODES),
+        Param("params_from", "str", None, "model table of a per-group search (tune with group_cols): each group "
+              "trains with its best parameters there, over estimator_params (empty: estimator_params for all)"),
+        UC_CATALOG, UC_SCHEMA, UC_VOLUME,
         Param("format", "str", None, "input format (empty: from the path: table name, Parquet folder or CSV)",
               choices=INPUT_FORMATS, cli_only=True),
         Param("training_run_id", "str", None, "name of the training run (empty: generated); a rerun with the same "
-              "id and other input is refused", cli_only=True),
+              "id and the same input reuses its registered version, with other input it is refused (the bundle "
+              "passes the job run's id, so a retried task registers once)"),
         Param("model_format", "str", "pickle5", "per-group model format: pickle5 (fastest) or skops (loads only "
               "trusted types)", choices=MODEL_FORMATS, cli_only=True),
         Param("trusted_types", "list", (), "skops: comma-separated type names trusted beyond the defaults (linear "
@@ -298,10 +337,21 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
         Param("scoring", "str", "r2", "scikit-learn scorer name (empty: the estimator's score)"),
         GROUP_COLS.but(default=(), help="comma-separated group key columns: one search per group (empty: one "
                        "global search)"),
-        MODEL_NAME.but(default="manymodels_tuned"), ALIAS, EXPERIMENT, MASTER,
+        FEATURE_COLS.but(default=(), help="comma-separated feature columns (empty: every numeric column but the "
+                         "label and group columns)"),
+        MODEL_NAME.but(default="manymodels_tuned"), ALIAS, EXPERIMENT,
+        MODEL_TABLE.but(help="per-group search: model table of the best models, which train's params_from reads (a "
+                        "folder or catalog.schema.table; empty: <catalog>.<schema>.<model_name>_groups on Databricks, "
+                        "else $MANYMODELS_HOME/tables/tuned_model_table)"),
+        UC_CATALOG, UC_SCHEMA, UC_VOLUME, STAGING_DIR, COMPARE, MASTER,
     )),
-    Command("ensemble", "fold/sample ensemble study: members in parallel on Spark, four combination rules, KDE "
-            "plot; logged and registered; notebook 04", (
+    Command("ensemble", "fold/sample ensemble: members in parallel on Spark, four combination rules, KDE plot; "
+            "logged and registered; notebook 04", (
+        INPUT_PATH.but(help="table name, Parquet folder or CSV path with a binary label (empty: generated "
+                       "classification data of n_samples rows)"),
+        FEATURE_COLS.but(default=(), help="comma-separated feature columns (empty: every numeric column but the "
+                         "label)"),
+        LABEL_COL.but(default="label", help="binary label column"),
         Param("n_samples", "int", 100000, "rows of the generated classification data", minimum=100),
         Param("n_members", "int", 5, "ensemble members, each trained on its own sample", minimum=2),
         Param("sampling", "str", "disjoint", "each member's rows: its own 1/K sample (disjoint) or the complement "
@@ -310,7 +360,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
               choices=COMBINES),
         Param("learner", "str", "sklearn.ensemble.HistGradientBoostingClassifier", "members' classifier as "
               "module.Class"),
-        MODEL_NAME.but(default="manymodels_fold_ensemble"), ALIAS, EXPERIMENT, MASTER,
+        MODEL_NAME.but(default="manymodels_fold_ensemble"), ALIAS, EXPERIMENT, UC_CATALOG, UC_SCHEMA, UC_VOLUME,
+        COMPARE, MASTER,
     )),
     Command("score", "score a table per group with a registered router and write the scores; notebook 05", (
         INPUT_PATH, MODEL_NAME, ALIAS,
@@ -322,7 +373,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
               "by group (one file or partition per group)"),
         Param("model_cache_mb", "float", None, f"megabytes of models each Python worker keeps loaded (empty: "
               f"${CACHE_ENV}, else 1024)", check=_megabytes),
-        MASTER,
+        Param("score_date", "str", None, "date the scores are filed under in output_table, YYYY-MM-DD (empty: today, "
+              "UTC); a rerun of a date replaces that date's scores and no other", check=_date),
+        UC_CATALOG, UC_SCHEMA, UC_VOLUME, STAGING_DIR, MASTER,
     )),
     Command("prune", "delete old model-table versions (keeps the current one, the newest --keep and any younger "
             "than --min-age-hours)", (
@@ -333,12 +386,13 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     )),
     Command("promote", "quality gate on @alias's version against @champion_alias's, then move @champion_alias "
             "(the configured MLflow registry, e.g. the local one)", (MODEL_NAME, *GATE_PARAMS)),
-    Command("workspace setup", "create catalog.schema and the volume unless they exist",
+    Command("workspace setup", "create catalog.schema and the volume unless they exist (the bundle's deploy does "
+            "too; this is for workspaces used without the bundle)",
             (PROFILE, CATALOG, SCHEMA, VOLUME)),
     Command("workspace upload", "upload prepared data (gzipped per-group files or Parquet) to the volume", (
         PROFILE, CATALOG, SCHEMA, VOLUME,
         Param("source", "str", None, "local file or folder, e.g. .manymodels/data/panel", required=True),
-        Param("dest", "str", "panel", "folder inside the volume (the jobs' data_dir is panel)"),
+        Param("dest", "str", "panel", "folder inside the volume (the jobs' generated panel is panel)"),
         Param("overwrite", "bool", True, "replace files that exist in the volume"),
     )),
     Command("workspace run", "run a job the bundle deployed, show progress, print the final state and URL", (
@@ -365,11 +419,15 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
 # (values of bundle variables, ${...}, aside); the YAML says why.
 JOB_DEFAULTS: dict[str, dict[str, str]] = {
     "nightly": {"layout": "parquet", "alias": "challenger", "retrain": "changed", "passthrough_cols": "y"},
-    "weekly_tuning": {"label_col": "y", "estimator": "sklearn.linear_model.Ridge",
+    "weekly_tuning": {"label_col": "y", "estimator": "sklearn.linear_model.Ridge", "feature_cols": "x0,x1,x2,x3,x4",
                       "param_grid": '{"alpha": [0.01, 0.1, 1.0, 10.0]}', "group_cols": "store,item"},
     "fold_ensemble": {"n_samples": "1000000"},
 }
 JOB_KEYS = tuple(JOB_DEFAULTS)
+# Job parameters no command takes: what the job's own tasks read (a condition task's operand).
+JOB_ONLY_PARAMS: dict[str, dict[str, str]] = {
+    "nightly": {"generate_data": "true: the prepare_data task generates a panel first (dev); false: it is skipped"},
+}
 
 
 def command(name: str) -> Command:
@@ -395,3 +453,30 @@ def parse_all(params: tuple[Param, ...], texts: Mapping[str, object]) -> dict[st
 def as_texts(params: tuple[Param, ...], values: Mapping[str, object]) -> dict[str, str]:
     """``values`` (typed) as the texts widgets give, for the functions that take widget values."""
     return {p.name: to_text(values[p.name]) for p in params}
+
+
+def markdown() -> str:
+    """The command tables of docs/configuration.md (``python -m manymodels.jobs.params`` prints them)."""
+    out = []
+    for name, cmd in COMMANDS.items():
+        positional = " ".join(f"<{p.name}>" for p in cmd.params if p.positional)
+        out += [f"**`manymodels {name}{' ' + positional if positional else ''}`**: {cmd.help}.", "",
+                "| option | default | meaning |", "|---|---|---|"]
+        for p in cmd.params:
+            if p.positional:
+                spelled = f"`<{p.name}>`"
+            elif p.type == "bool":
+                spelled = f"`{p.flags[0]}`, `--no-{p.flags[0][2:]}`"
+            else:
+                spelled = f"`{p.flags[0]}`" + (f" (also {', '.join(f'`{a}`' for a in p.aliases)})" if p.aliases else "")
+            default = "required" if p.required else (f"`{p.text}`" if p.text else "empty")
+            meaning = p.help + (f"; one of {', '.join(f'`{c}`' for c in p.choices)}" if p.choices else "")
+            meaning += ", repeatable" if p.repeat and "repeatable" not in p.help else ""
+            meaning += " (command line only)" if p.cli_only else ""
+            out.append(f"| {spelled} | {default} | {meaning} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from manymodels.settings import EXPERIMENT_ENV, on_databricks, project_home
+from manymodels.errors import InputError
+from manymodels.settings import EXPERIMENT_ENV, USER_ENV, on_databricks, project_home
 from manymodels.tracking.filters import tag_equals
 
 RUN_TAG = "manymodels.training_run_id"
@@ -41,7 +42,7 @@ def configure(tracking_uri: str | None = None, experiment: str | None = None, cr
         "databricks-uc" if tracking_uri == "databricks" else tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
-    name = experiment or os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
+    name = experiment_name(experiment or os.environ.get(EXPERIMENT_ENV), tracking_uri)
     found = mlflow.get_experiment_by_name(name)
     if found is None and not create:  # read-only callers (scoring) make nothing: experiment_id is ''
         return TrackingContext(tracking_uri, registry_uri, "", name)
@@ -59,6 +60,33 @@ def configure(tracking_uri: str | None = None, experiment: str | None = None, cr
     else:
         experiment_id = found.experiment_id
     return TrackingContext(tracking_uri, registry_uri, experiment_id, name)
+
+
+def experiment_name(name: str | None, tracking_uri: str, user=None) -> str:
+    """The experiment to record in. On a Databricks workspace (tracking URI ``databricks``) an experiment is a
+    workspace path, which must be absolute (https://docs.databricks.com/en/mlflow/experiments.html): empty gives
+    ``/Users/<current user>/manymodels``, a relative name is refused naming the fix. Elsewhere empty gives
+    ``manymodels``. ``user``: a function giving the user name (default: ``databricks_user``)."""
+    name = (name or "").strip()
+    if not tracking_uri.startswith("databricks"):
+        return name or DEFAULT_EXPERIMENT
+    if not name:
+        return f"/Users/{(user or databricks_user)()}/{DEFAULT_EXPERIMENT}"
+    if not name.startswith("/"):
+        raise InputError(f"experiment={name!r}: a Databricks workspace names experiments by absolute workspace "
+                         f"paths. Fix: experiment=/Users/<you>/{name} (or /Shared/{name}), or leave it empty for "
+                         f"/Users/<you>/{DEFAULT_EXPERIMENT}.")
+    return name
+
+
+def databricks_user() -> str:
+    """The workspace user the code runs as: ``$MANYMODELS_USER``, else the SDK's ``current_user.me()`` (a
+    notebook's or job's own credentials)."""
+    if os.environ.get(USER_ENV):
+        return os.environ[USER_ENV]
+    from databricks.sdk import WorkspaceClient  # lazy: only on a Databricks workspace
+
+    return WorkspaceClient().current_user.me().user_name
 
 
 def model_name(name: str | None = None, catalog: str | None = None, schema: str | None = None) -> str:
