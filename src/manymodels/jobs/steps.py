@@ -360,7 +360,9 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     per group with the registered router ``models:/<model_name>@<alias>`` (``catalog.schema.model_name`` when
     both are given; the version the alias names is resolved once and scored) and file the scores under
     ``score_date`` (``YYYY-MM-DD``; empty: today, UTC) in ``output_table``: a table name, or a folder written as
-    Parquet inside an output root (see ``check_output``; default under the project folder).
+    Parquet inside an output root (see ``check_output``; default: the table ``<catalog>.<schema>.<model>_scores`` on
+    Databricks, else a folder under the project folder). ``catalog``, ``schema``, ``volume`` and ``staging_dir``:
+    see ``manymodels.locations``.
 
     Output: ``score_per_group``'s columns, then ``training_run_id`` (the registered version's training run),
     ``mlflow_run_id`` (the MLflow run that logged it), ``scored_at`` (UTC timestamp of this run) and
@@ -377,12 +379,13 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     cache_mb = str(model_cache_mb).strip() or None
     model_cache.cache_bytes(cache_mb)  # checked before anything is read
     day = score_day(score_date)
-    source = input_path or default_input()
+    where = Locations(catalog, schema, volume)
+    source = input_path or where.default_input()
     check_path(source, "input_path")  # before the output is checked or anything is read
-    registered = tracking.model_name(model_name, catalog, schema)
-    default_output = project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name)
-    output = check_output(output_table or str(default_output), model_name=registered, input_path=source,
-                          spark=spark)
+    registered = where.model_name(model_name)
+    default_output = (f"{registered}_scores" if where.in_volume  # a table beside the model, executors write it
+                      else str(project_home() / "scores" / re.sub(r"[^\w.-]", "_", model_name)))
+    output = check_output(output_table or default_output, model_name=registered, input_path=source, spark=spark)
     start = time.perf_counter()
     tracking.configure(experiment=experiment or None, create=False)  # scoring logs nothing: no experiment is made
     version = registered_version(f"models:/{registered}@{alias}")  # one version for the scores and their run ids
@@ -391,7 +394,8 @@ def batch_score(spark, *, input_path: str = "", model_name: str = "manymodels_ro
     df = read_any(spark, source)
     keep = [c.strip() for c in passthrough_cols.split(",") if c.strip()]
     scored = api.score_per_group(df, f"models:/{version.name}/{version.version}", passthrough_cols=keep,
-                                 shuffle=shuffled, model_cache_mb=cache_mb, staging_dir=staging_dir or None)
+                                 shuffle=shuffled, model_cache_mb=cache_mb,
+                                 staging_dir=where.staging_dir(staging_dir))
     scored_at = datetime.datetime.now(datetime.timezone.utc)
     scored = with_score_columns(scored, day=day, scored_at=scored_at, training_run_id=run_id,
                                 mlflow_run_id=getattr(version, "run_id", None))
