@@ -58,7 +58,16 @@ def test_a_worse_challenger_is_refused_and_says_why(register, champion):
     assert tags["manymodels.gate.compared_with"] == champion and tags["manymodels.gate.shared_groups"] == "40"
     assert float(tags["manymodels.gate.median_challenger"]) > float(tags["manymodels.gate.median_champion"])
     assert float(tags["manymodels.gate.worse_fraction"]) > 0.5
-    assert described.startswith(f"manymodels quality gate against @champion v{champion}\nquality gate FAILED")
+    assert f"manymodels quality gate against @champion v{champion}\nquality gate FAILED" in described
+    assert described.index("Promotion gate") > described.index("gate-worse")  # below the training summary, kept
+
+    # gated again with no champion to compare with: the figures of the earlier comparison do not linger
+    again = promotion.promote(NAME, champion_alias="nobody_yet", dry_run=True, log=lambda line: None)
+    assert again.version == int(worse) and not again.verdict.compared
+    tags, described = version(worse).tags, version(worse).description
+    assert tags["manymodels.gate.compared_with"] == "none" and tags["manymodels.gate.passed"] == "true"
+    assert not {"manymodels.gate.median_champion", "manymodels.gate.shared_groups"} & set(tags)
+    assert "FAILED" not in described and described.count("Promotion gate") == 1 and "gate-worse" in described
 
 
 def test_a_dry_run_writes_the_verdict_and_moves_nothing_then_a_better_challenger_is_promoted(register, champion):

@@ -18,6 +18,7 @@ import pandas as pd
 from manymodels.core.promotion import GateThresholds, GateVerdict, evaluate, metric_direction
 from manymodels.errors import InputError, QualityGateError
 from manymodels.tracking.context import model_name
+from manymodels.tracking.report import compose_description, gate_section
 
 METRICS_ARTIFACT = "group_metrics.parquet"  # what tracking.runs.log_training logs for every training run
 GATE_TAG_PREFIX = "manymodels.gate."
@@ -130,9 +131,16 @@ def gate_tags(verdict: GateVerdict, compared_with: int | None) -> dict[str, str]
 
 def record_verdict(client, name: str, version, verdict: GateVerdict, champion_alias: str,
                    compared_with: int | None) -> None:
-    """Write the verdict onto ``version``: its description (the summary) and the ``manymodels.gate.*`` tags."""
+    """Write the verdict onto ``version``: the "Promotion gate" section of its description (the training summary
+    above it is kept) and the ``manymodels.gate.*`` tags, replacing those of an earlier verdict (a tag the new
+    verdict does not have, such as the champion compared with, is deleted)."""
     against = f"@{champion_alias} v{compared_with}" if compared_with is not None else f"no @{champion_alias} yet"
-    client.update_model_version(name, str(version.version),
-                                description=f"manymodels quality gate against {against}\n{verdict.summary()}")
-    for key, value in gate_tags(verdict, compared_with).items():
+    current = client.get_model_version(name, str(version.version))
+    client.update_model_version(name, str(version.version), description=compose_description(
+        current.description, gate=gate_section(f"manymodels quality gate against {against}\n{verdict.summary()}")))
+    tags = gate_tags(verdict, compared_with)
+    for key in set(current.tags or {}) - set(tags):
+        if key.startswith(GATE_TAG_PREFIX):
+            client.delete_model_version_tag(name, str(version.version), key)
+    for key, value in tags.items():
         client.set_model_version_tag(name, str(version.version), key, value)

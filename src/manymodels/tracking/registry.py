@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from functools import partial
@@ -24,34 +25,55 @@ from manymodels.tracking.context import (
     model_name,
     run_of,
 )
-from manymodels.tracking.filters import equals, tag_equals
+from manymodels.tracking.filters import equals
 
 
 def registered_fingerprint(name: str | None, training_run_id: str | None,
                            ctx: TrackingContext | None = None) -> str | None:
-    """The run fingerprint recorded for ``training_run_id``: by its registered version of model ``name``
-    (``"unrecorded"`` for a version registered before fingerprints were), else by its MLflow run in ``ctx``'s
-    experiment (a run that crashed before it registered); None when neither exists."""
+    """The run fingerprint recorded for ``training_run_id``, found through its MLflow run in ``ctx``'s experiment: by
+    the version of model ``name`` that run registered (``"unrecorded"`` for a version registered before fingerprints
+    were), else by the run itself (a run that crashed before it registered); None when there is no such run."""
     from mlflow import MlflowClient
 
     client, name = MlflowClient(), model_name(name)
     if not training_run_id:
         return None
-    existing = existing_version(client, name, training_run_id) if is_registered(client, name) else None
+    run = run_of(ctx, training_run_id) if ctx is not None else None
+    existing = existing_version(client, name, training_run_id, run.info.run_id if run else None)
     if existing is not None:
         return (existing.tags or {}).get(FINGERPRINT_TAG, "unrecorded")
-    run = run_of(ctx, training_run_id) if ctx is not None else None
     return None if run is None else run.data.tags.get(FINGERPRINT_TAG)
 
 
-def existing_version(client, name: str, training_run_id: str):
-    by_name = equals("name", name, "model name")  # quoted for MLflow's filter grammar, or refused naming it
-    try:
-        by_run = tag_equals(RUN_TAG, training_run_id, "training_run_id")
-        versions = client.search_model_versions(f"{by_name} and {by_run}")
-    except Exception:  # noqa: BLE001 - a registry without tag search, or a model not yet created
-        versions = [v for v in client.search_model_versions(by_name) if v.tags.get(RUN_TAG) == training_run_id]
-    return versions[0] if versions else None
+def existing_version(client, name: str, training_run_id: str, run_id: str | None):
+    """The version of model ``name`` that the MLflow run ``run_id`` registered for ``training_run_id`` (read with
+    ``get_model_version``: tags and description included), or None; the oldest when there are several.
+
+    A training run id has one MLflow run (``context.run_of``), so its versions are found by that run's id: a
+    ``run_id = '...'`` search, the one filter Unity Catalog has besides ``name = '...'`` (no tag filters), with the
+    name checked here. Unity Catalog's search results may carry no tags, so each candidate is read again before its
+    ``RUN_TAG`` (and, by the caller, its ``FINGERPRINT_TAG``) is trusted. No run: nothing registered."""
+    if not run_id:
+        return None
+    by_run = equals("run_id", run_id, "MLflow run id")  # quoted for MLflow's filter grammar, or refused naming it
+    found = sorted((v for v in client.search_model_versions(by_run) if v.name == name), key=lambda v: int(v.version))
+    for candidate in found:
+        full = client.get_model_version(name, str(candidate.version))
+        if (full.tags or {}).get(RUN_TAG) == training_run_id:
+            return full
+    return None
+
+
+def logged_model_id(version) -> str | None:
+    """The MLflow 3 logged model a registered version was made from: its ``model_id`` (Unity Catalog), else the id in
+    its ``models:/<model id>`` source (the open-source registry keeps only that); None for a version registered from
+    a run's artifacts (before MLflow 3)."""
+    found = getattr(version, "model_id", None)
+    if found:
+        return found
+    source = getattr(version, "source", None) or ""
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", source)
+    return match.group(1) if match else None
 
 
 def model_file(local: Path) -> tuple[Path, str]:
@@ -82,6 +104,8 @@ def resolve_version(client, source: str):
             name, _, number = source[len("models:/"):].rpartition("/")
             return client.get_model_version(name, number)
         found = client.search_model_versions(by_run)
+        if found:  # search results may carry no tags (Unity Catalog): the version itself does
+            found = [client.get_model_version(found[0].name, str(found[0].version))]
     except Exception as exc:  # noqa: BLE001 - the registry says what is missing
         raise InputError(f"Model {source!r} not found in the registry at {client._registry_uri}: "
                          f"{type(exc).__name__}: {str(exc)[:300]}. Check the name and alias (or version); "

@@ -14,6 +14,26 @@ from manymodels.core.model_bytes import LoadPolicy
 from manymodels.core.routing import class_labels, route_predict
 from manymodels.storage.packed_store import MODELS_FILE, load_index, read_blobs
 
+PROBA_PARAM = "predict_proba"
+PROBA_PREFIX = "probability_"
+
+
+def param_schema(task: str | None):
+    """The router's inference params: ``predict_proba`` (boolean, default False) for a classification router (adds a
+    ``probability_<class>`` column per class), none otherwise."""
+    from mlflow.types import ParamSchema, ParamSpec
+
+    return ParamSchema([ParamSpec(PROBA_PARAM, "boolean", False)]) if task == "classification" else None
+
+
+def probability_columns(probabilities: pd.Series) -> pd.DataFrame:
+    """``probability_<class>`` columns from per-row ``{class: probability}`` dicts (None: no prediction); the
+    classes are the union over the rows' groups, sorted; a class a group's model does not know is NaN there."""
+    frame = pd.DataFrame.from_records([p if isinstance(p, dict) else {} for p in probabilities],
+                                      index=probabilities.index)
+    frame = frame.reindex(columns=sorted(frame.columns, key=str)).astype("float64")
+    return frame.rename(columns=lambda c: f"{PROBA_PREFIX}{c}")
+
 
 class GroupRouter(mlflow.pyfunc.PythonModel):
     """Pyfunc that dispatches each row to its group's model (see the module docstring)."""
@@ -40,12 +60,19 @@ class GroupRouter(mlflow.pyfunc.PythonModel):
         return read_blobs(self._root / MODELS_FILE, entries)
 
     def predict(self, context, model_input, params=None):
+        """``prediction``, ``status``, ``error`` per row; with ``params={"predict_proba": True}`` (a classification
+        router) also ``probability_<class>`` columns."""
         if self._index is None:
             self.load_context(context)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        classification = getattr(self, "task", None) == "classification"  # routers pickled before it: as they were
+        with_proba = classification and bool((params or {}).get(PROBA_PARAM, False))
         out = route_predict(frame, key_cols=self.key_cols, feature_cols=self.feature_cols, index=self._index,
                             load_blobs=self._load_blobs, run_label=f"training run {self.training_run_id}",
-                            pass_dataframe=self.pass_dataframe, policy=getattr(self, "_policy", None))
-        if getattr(self, "task", None) == "classification":  # routers pickled before the attribute: as they were
+                            pass_dataframe=self.pass_dataframe, policy=getattr(self, "_policy", None),
+                            with_proba=with_proba)
+        if classification:
             out["prediction"] = class_labels(out["prediction"])
+        if with_proba:
+            out = pd.concat([out.drop(columns=["probabilities"]), probability_columns(out["probabilities"])], axis=1)
         return out
