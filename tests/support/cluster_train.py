@@ -11,20 +11,13 @@ from __future__ import annotations
 import json
 import sys
 
+from cluster_util import CLUSTER_CONF
 from sklearn.linear_model import LinearRegression
 
 from manymodels.spark.session import get_spark
 from manymodels.spark.training import train_per_group
 
 RUN_ID = "cluster-vs-local"
-CLUSTER_CONF = {
-    "spark.driver.host": "127.0.0.1",
-    "spark.driver.bindAddress": "127.0.0.1",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.executor.memory": "1g",
-    "spark.default.parallelism": "2",
-}
 
 
 def executors(spark) -> list[str]:

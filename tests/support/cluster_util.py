@@ -19,6 +19,15 @@ import pytest
 from processes import STOP_TIMEOUT, descendants, free_port, get_json, parent_pid, stop_group, tail, wait_for  # noqa: F401
 
 START_TIMEOUT = 120.0
+# The driver's settings for a standalone cluster on 127.0.0.1 (the jobs in this folder start their sessions with it).
+CLUSTER_CONF = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.executor.memory": "1g",
+    "spark.default.parallelism": "2",
+}
 
 
 def spark_env(local_ip: str = "127.0.0.1") -> dict:

@@ -16,21 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import cluster_util
 import pandas as pd
 
 KEYS = ["store", "item"]
 FEATURES = ["x0", "x1", "x2", "x3", "x4"]
 EXPERIMENT = "hidden-driver-folder"
-CLUSTER_CONF = {
-    "spark.driver.host": "127.0.0.1",
-    "spark.driver.bindAddress": "127.0.0.1",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.executor.memory": "1g",
-    "spark.default.parallelism": "2",
-    "spark.sql.shuffle.partitions": "4",
-    "spark.task.maxFailures": "2",  # a negative control fails fast
-}
+CLUSTER_CONF = {**cluster_util.CLUSTER_CONF,
+                "spark.sql.shuffle.partitions": "4",
+                "spark.task.maxFailures": "2"}  # a negative control fails fast
 
 
 class Captured(logging.Handler):
