@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from manymodels import jobs
 from manymodels.errors import InputError
-from manymodels.jobs.steps import SCORES_MARKER
+from manymodels.jobs.scores import SCORES_MARKER
 from manymodels.settings import OUTPUT_ROOT_ENV, project_home
 
 pytestmark = pytest.mark.spark

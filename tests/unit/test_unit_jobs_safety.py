@@ -12,7 +12,7 @@ from manymodels import jobs
 from manymodels.core.estimators import load_estimator
 from manymodels.core.spec import PanelSpec
 from manymodels.errors import InputError
-from manymodels.jobs.steps import SCORES_MARKER, check_output, output_roots
+from manymodels.jobs.scores import SCORES_MARKER, check_output, output_roots
 from manymodels.settings import ALLOWED_MODULES_ENV, OUTPUT_ROOT_ENV, project_home
 
 

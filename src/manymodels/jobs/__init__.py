@@ -1,7 +1,8 @@
-"""The jobs: one declaration of every job parameter (``params``), the job steps (``steps``) and the ``manymodels``
-command (``cli``). ``manymodels.jobs.<step>`` still names a step, as it did before the steps had their module."""
+"""The jobs: one declaration of every job parameter (``params``), the job steps (``steps``), the scoring job's output
+(``scores``) and the ``manymodels`` command (``cli``). ``manymodels.jobs.<step>`` still names a step, as it did
+before the steps had their module."""
 
-SUBMODULES = ("params", "steps", "cli")
+SUBMODULES = ("params", "steps", "scores", "cli")
 
 
 def __getattr__(name: str):
