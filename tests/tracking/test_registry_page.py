@@ -87,6 +87,25 @@ def test_router_input_example_is_servable_and_matches_the_signature(logged):
     assert model.signature.params is None  # regression: no predict_proba
 
 
+def test_a_key_mlflow_cannot_enforce_logs_the_router_without_an_example(spark, mlflow_ctx, tmp_path):
+    """Regression (found by the Spark Connect property test): a date key outside pandas' nanosecond range
+    (year 649) passed the serving conversion but failed MLflow's schema check of the example inside log_model, which
+    failed the whole logging. The example is now left out and the router registers and scores."""
+    import datetime
+
+    data = pd.DataFrame({"when": [datetime.date(649, 5, 30)] * 12 + [datetime.date(2024, 1, 1)] * 12,
+                         "x0": np.arange(24.0), "y": np.arange(24.0) * 2})
+    table = train_per_group(spark.createDataFrame(data), group_cols=["when"], feature_cols=["x0"], label_col="y",
+                            estimator=LinearRegression(),
+                            training_run_id="old-timestamp-key", location=str(tmp_path / "t"), progress=False)
+    out = tracking.log_training(spark, table, mlflow_ctx, name="registry_page_old_key", alias="champion")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/registry_page_old_key/{out.version}"))
+    assert Model.load(str(local)).saved_input_example_info is None
+    scored = mlflow.pyfunc.load_model(f"models:/registry_page_old_key/{out.version}").predict(
+        data.iloc[[13]].reset_index(drop=True))
+    assert scored["status"].tolist() == ["ok"]
+
+
 def _ok_keys(run_id):
     metrics = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="group_metrics.parquet"))
     ok = metrics[metrics["status"] == "ok"]

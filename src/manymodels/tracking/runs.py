@@ -171,10 +171,12 @@ PLACEHOLDERS = {"double": ("float64", 0.0), "float": ("float32", 0.0), "long": (
                 "datetime": ("datetime64[ns]", pd.Timestamp(0))}
 
 
-def _input_example(table, metrics: pd.DataFrame, rows: pd.DataFrame | None = None):
+def _input_example(table, metrics: pd.DataFrame, rows: pd.DataFrame | None = None, signature=None):
     """A few rows of the router's input (``rows``' key and feature columns, else the first ok groups' keys with
-    placeholder features), as ``(rows, params)`` for a classification router; None when there is no ok group or
-    MLflow cannot turn the rows into a serving request (an unusual key type): the model is then logged without."""
+    placeholder features), as ``(rows, params)`` for a classification router; None when there is no ok group, MLflow
+    cannot turn the rows into a serving request, or the rows do not pass ``signature`` as MLflow enforces it (an
+    unusual key: a date outside pandas' nanosecond range, found by the property tests): the model is then
+    logged without an example, never refused for it."""
     from mlflow.models import convert_input_example_to_serving_input
 
     keys, features = list(table.spec.group_cols), list(table.spec.feature_cols)
@@ -194,7 +196,12 @@ def _input_example(table, metrics: pd.DataFrame, rows: pd.DataFrame | None = Non
     example = (frame, {p.name: p.default for p in params.params}) if params else frame
     try:
         convert_input_example_to_serving_input(example)
-    except Exception:  # noqa: BLE001 - MLflow cannot serialize it; the signature still describes the input
+        if signature is not None:  # what log_model checks the example with (private to MLflow: a missing name is
+            from mlflow.pyfunc import _validate_prediction_input  # caught below, and the example is left out)
+
+            _validate_prediction_input(frame.copy(), example[1] if params else None, signature.inputs,
+                                       signature.params)
+    except Exception:  # noqa: BLE001 - MLflow cannot serialize or enforce it; the signature still describes the input
         return None
     return example
 
@@ -284,6 +291,8 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
             # so the pickle holds no code and loads wherever the package in code_paths does. Models-from-code would
             # move those attributes into model_config and a script file for no gain, and routers already
             # registered (read back by registry._legacy_router_models) are pickled instances.
+            signature = _signature(table)
+
             def log():
                 path = list(sys.path)  # MLflow serves the input example in-process, loading the model: it puts the
                 try:  # model's code folder (a temporary copy of this package) first on sys.path, for good
@@ -292,8 +301,8 @@ def log_training(spark, table, ctx: TrackingContext, *, name: str | None = None,
                         python_model=GroupRouter(table.spec.group_cols, table.spec.feature_cols,
                                                  table.training_run_id, table.spec.pass_dataframe,
                                                  table.extra.get("task")),
-                        artifacts={"group_models": str(out / "router")}, signature=_signature(table),
-                        input_example=_input_example(table, metrics, input_rows), params=params,
+                        artifacts={"group_models": str(out / "router")}, signature=signature,
+                        input_example=_input_example(table, metrics, input_rows, signature), params=params,
                         pip_requirements=_requirements(), code_paths=[str(PACKAGE_DIR)])
                 finally:
                     sys.path[:] = path
