@@ -18,6 +18,11 @@ PANEL_FOLDER = "panel"  # the volume folder `manymodels prepare` writes and `wor
 STAGING_FOLDER = "_staging"  # the volume folder of staged model stores and search data
 
 
+def compose_name(name: str, catalog: str | None, schema: str | None) -> str:
+    """``catalog.schema.name`` when both are set and ``name`` has one level; ``name`` as it is otherwise."""
+    return f"{catalog}.{schema}.{name}" if catalog and schema and "." not in name else name
+
+
 @dataclass(frozen=True)
 class Locations:
     """A notebook's or job's ``catalog``, ``schema`` and ``volume`` (empty: not set)."""
@@ -40,9 +45,7 @@ class Locations:
         """``catalog.schema.name`` when catalog and schema are set and ``name`` has one level; ``name`` otherwise.
         On Databricks a one-level name is refused: Unity Catalog names a model by three levels
         (https://docs.databricks.com/en/machine-learning/manage-model-lifecycle/index.html)."""
-        name = name.strip()
-        if self.catalog and self.schema and "." not in name:
-            return f"{self.catalog}.{self.schema}.{name}"
+        name = compose_name(name.strip(), self.catalog, self.schema)
         if on_databricks() and name.count(".") != 2:
             raise InputError(f"model_name={name!r}: Unity Catalog needs a three-level name catalog.schema.model. "
                              "Fix: set the catalog and schema widgets (or job parameters), or pass "

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from manymodels.errors import InputError
+from manymodels.locations import compose_name
 from manymodels.settings import EXPERIMENT_ENV, USER_ENV, on_databricks, project_home
 from manymodels.tracking.filters import tag_equals
 
@@ -91,8 +92,7 @@ def databricks_user() -> str:
 
 def model_name(name: str | None = None, catalog: str | None = None, schema: str | None = None) -> str:
     """Registered model name: ``catalog.schema.name`` for Unity Catalog, the bare name otherwise."""
-    name = name or DEFAULT_MODEL_NAME
-    return f"{catalog}.{schema}.{name}" if catalog and schema and name.count(".") == 0 else name
+    return compose_name(name or DEFAULT_MODEL_NAME, catalog, schema)
 
 
 def ui_command(ctx: TrackingContext) -> str:
